@@ -1,0 +1,92 @@
+"""Training throughput and peak memory of a config (default: the demo config, synth_cpu).
+
+Usage::
+
+    python benchmarks/bench_train.py [--config synth_cpu] [--steps 60] [--warmup 10]
+                                     [--threads N] [--device cpu] [key=value ...]
+
+Runs ``--warmup`` untimed steps with every loss term on (the warm-ups are set to 0), then
+times ``--steps`` steps, and prints images/s, ms/step and peak memory (process max RSS on
+CPU, ``torch.cuda.max_memory_allocated`` on CUDA) for B and for full DSCNet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import statistics
+import subprocess
+import tempfile
+
+import torch
+
+from dscnet.config import load_config
+from dscnet.engine.distributed import init_distributed
+from dscnet.engine.trainer import Trainer
+
+ROWS = {
+    "B": ["loss.pgcl.enabled=false", "loss.sgcl.enabled=false", "loss.cross.enabled=false"],
+    "DSCNet": ["loss.pgcl.enabled=true", "loss.sgcl.enabled=true", "loss.cross.enabled=true"],
+}
+
+
+def measure(config: str, row: str, steps: int, warmup: int, device: str, overrides: list[str]) -> dict:
+    """Time ``steps`` optimisation steps of one row after ``warmup`` steps."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config(
+            config,
+            [
+                *ROWS[row],
+                f"experiment.work_dir={tmp}",
+                f"experiment.device={device}",
+                f"train.max_steps={warmup + steps}",
+                "train.cls_warmup_steps=0",
+                "loss.contrast_start_step=0",
+                f"train.eval_every={10**9}",
+                f"train.ckpt_every={10**9}",
+                "train.progress=false",
+                *overrides,
+            ],
+        )
+        ctx = init_distributed(device)
+        trainer = Trainer(cfg, ctx)
+        if ctx.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        trainer.fit()
+        times = [t for step, t in trainer.step_times if step > warmup]
+        batch = int(cfg.data.sampler.groups_per_batch) * int(cfg.data.sampler.group_size)
+        peak = (
+            torch.cuda.max_memory_allocated() / 2**20
+            if ctx.device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        )
+        median = statistics.median(times)
+        return {"row": row, "ms_per_step": 1000 * median, "images_per_s": batch / median, "peak_mib": peak, "batch": batch}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="synth_cpu")
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    print(f"config {args.config}, {args.steps} timed steps after {args.warmup}; commit {commit or 'n/a'}; "
+          f"{platform.machine()} {platform.processor() or ''} torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print("| row | batch | ms/step (median) | images/s | peak memory (MiB) |")
+    print("|---|---|---|---|---|")
+    results = [measure(args.config, row, args.steps, args.warmup, args.device, args.overrides) for row in ROWS]
+    for r in results:
+        print(f"| {r['row']} | {r['batch']} | {r['ms_per_step']:.0f} | {r['images_per_s']:.1f} | {r['peak_mib']:.0f} |")
+    print(f"DSCNet / B step time: {results[1]['ms_per_step'] / results[0]['ms_per_step']:.2f}x")
+    print("(peak memory on CPU is the process's max RSS, cumulative over both rows)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The ``dscnet`` command line."""

@@ -1,0 +1,40 @@
+"""Pieces shared by the sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from dscnet.config import load_config
+
+
+def add_config_args(parser: argparse.ArgumentParser, default: str | None = "synth_cpu") -> None:
+    """``--config FILE`` plus free ``key.path=value`` overrides."""
+    parser.add_argument(
+        "--config",
+        default=default,
+        required=default is None,
+        help="YAML config file or the name of a packaged config (synth_cpu, voc_vit, ...)",
+    )
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+
+
+def config_from_args(args: argparse.Namespace, extra: list[str] | None = None) -> DictConfig:
+    """Load ``args.config`` with the command-line overrides (and ``extra`` ones first)."""
+    return load_config(args.config, [*(extra or []), *args.overrides])
+
+
+def print_json(data: Any) -> None:
+    """Pretty-print a JSON-able object."""
+    print(json.dumps(data, indent=2, default=str))
+
+
+def ensure_dir(path: str | Path) -> Path:
+    """Create a directory (and parents) and return it."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

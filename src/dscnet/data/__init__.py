@@ -1,0 +1,75 @@
+"""Datasets, the synthetic benchmark, augmentation, the group sampler and loaders."""
+
+from dscnet.data.base import (
+    IGNORE_INDEX,
+    VOC_CLASSES,
+    SubsetDataset,
+    TransformedDataset,
+    WSSSDataset,
+    drop_untagged,
+    read_class_file,
+    read_image,
+    read_mask,
+    tags_from_mask,
+)
+from dscnet.data.build import (
+    build_base_dataset,
+    build_dataset,
+    build_eval_loader,
+    build_eval_transform,
+    build_train_loader,
+    build_train_transform,
+    class_names,
+    num_classes,
+    synth_spec,
+)
+from dscnet.data.coco import COCODataset
+from dscnet.data.folder import FolderDataset
+from dscnet.data.palette import colorize_mask, voc_palette
+from dscnet.data.samplers import GroupBatchSampler
+from dscnet.data.synth import (
+    SyntheticDataset,
+    SynthSpec,
+    generate_sample,
+    preview_grid,
+    write_synthetic_voc,
+)
+from dscnet.data.transforms import EvalTransform, TrainTransform, denormalize, pad_collate
+from dscnet.data.voc import VOCDataset
+
+__all__ = [
+    "IGNORE_INDEX",
+    "VOC_CLASSES",
+    "COCODataset",
+    "EvalTransform",
+    "FolderDataset",
+    "GroupBatchSampler",
+    "SubsetDataset",
+    "SynthSpec",
+    "SyntheticDataset",
+    "TrainTransform",
+    "TransformedDataset",
+    "VOCDataset",
+    "WSSSDataset",
+    "build_base_dataset",
+    "build_dataset",
+    "build_eval_loader",
+    "build_eval_transform",
+    "build_train_loader",
+    "build_train_transform",
+    "class_names",
+    "colorize_mask",
+    "denormalize",
+    "drop_untagged",
+    "generate_sample",
+    "num_classes",
+    "pad_collate",
+    "preview_grid",
+    "read_class_file",
+    "read_image",
+    "read_mask",
+    "synth_spec",
+    "tags_from_mask",
+    "voc_palette",
+    "write_synthetic_voc",
+]

@@ -1,0 +1,123 @@
+"""Evaluation loops: segmentation, CAMs and refined pseudo labels, streamed over a split.
+
+Nothing is written per image: predictions go straight into a confusion matrix, which is
+summed across ranks under DDP. What each mode reads:
+
+- ``seg``: the segmentation head only (multi-scale/flip/CRF as asked). Never reads tags.
+- ``cam``: CAMs of the **ground-truth tags** with the background threshold — the field's
+  CAM quality protocol (train-set CAM/pseudo-label numbers use the image tags).
+- ``pseudo``: the online pseudo labels (CAM → PAR → thresholds) built from GT tags, i.e. what
+  the segmentation head is trained on. Uncertain pixels count as background in ``miou``;
+  ``confident_miou`` scores only the confident pixels and ``coverage`` is their share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from dscnet.cam.cams import cams_with_background
+from dscnet.data.build import build_eval_loader
+from dscnet.data.transforms import denormalize
+from dscnet.evaluation.confusion import ConfusionMatrix
+from dscnet.inference.multiscale import cam_maps, segment_probs
+from dscnet.losses.dscl import DSCLObjective
+from dscnet.utils.progress import progress_iter
+
+EVAL_MODES = ("seg", "cam", "pseudo")
+
+
+@dataclass
+class EvalResult:
+    """Metrics of one evaluation and the confusion matrix they came from."""
+
+    what: str
+    metrics: dict[str, Any]
+    confusion: ConfusionMatrix
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _crf_refine(images: torch.Tensor, probs: torch.Tensor, cfg: DictConfig) -> torch.Tensor:
+    from dscnet.inference.crf import crf_map
+
+    rgb = (denormalize(images.float(), tuple(cfg.data.mean), tuple(cfg.data.std)) * 255).round()
+    rgb_np = rgb.clamp(0, 255).byte().permute(0, 2, 3, 1).cpu().numpy()
+    params = dict(cfg.eval.crf)
+    refined = crf_map(list(rgb_np), list(probs.float().cpu().numpy()), params)
+    return torch.from_numpy(np.stack(refined)).to(probs.device)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    dataset,
+    cfg: DictConfig,
+    what: str = "seg",
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    crf: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+    device: torch.device | None = None,
+    progress: bool = False,
+) -> EvalResult:
+    """Evaluate ``model`` on ``dataset`` (a TransformedDataset with masks).
+
+    Args:
+        what: ``seg``, ``cam`` or ``pseudo`` (see the module docstring).
+        scales, flip: multi-scale and flip test-time augmentation.
+        crf: dense-CRF post-processing of the segmentation probabilities (``seg`` only).
+    """
+    if what not in EVAL_MODES:
+        raise ValueError(f"unknown evaluation mode '{what}' (choose from {', '.join(EVAL_MODES)})")
+    device = device or next(model.parameters()).device
+    num_classes = model.num_classes + 1
+    confusion = ConfusionMatrix(num_classes, ignore_index=int(cfg.data.ignore_index), device=device)
+    confident = ConfusionMatrix(num_classes, ignore_index=int(cfg.data.ignore_index), device=device)
+    covered = torch.zeros((), dtype=torch.float64, device=device)
+    labelled = torch.zeros((), dtype=torch.float64, device=device)
+    objective = DSCLObjective(cfg, model.num_classes).to(device) if what == "pseudo" else None
+    was_training = model.training
+    model.eval()
+    loader = build_eval_loader(cfg, dataset, rank=rank, world_size=world_size)
+    for batch in progress_iter(loader, f"eval {what}", enabled=progress and rank == 0):
+        images = batch["image"].to(device)
+        masks = batch["mask"].to(device)
+        tags = batch["tags"].to(device)
+        if what == "seg":
+            probs = segment_probs(model, images, scales=scales, flip=flip)
+            if crf:
+                probs = _crf_refine(images, probs, cfg)
+            pred = probs.argmax(1)
+        elif what == "cam":
+            cams = cam_maps(model, images, tags, scales=scales, flip=flip)
+            pred = cams_with_background(cams, float(cfg.cam.bg_threshold)).argmax(1)
+        else:
+            cam_logits = model.cam(images)
+            labels = objective.pseudo_labels(cam_logits, images, tags)
+            uncertain = labels == objective.ignore_index
+            pred = labels.masked_fill(uncertain, 0)
+            valid = masks != objective.ignore_index
+            confident.update(labels.masked_fill(uncertain, 0), masks.masked_fill(uncertain, 255))
+            covered += (valid & ~uncertain).sum()
+            labelled += valid.sum()
+        confusion.update(pred, masks)
+    model.train(was_training)
+
+    confusion.all_reduce()
+    metrics = confusion.compute()
+    extra: dict[str, Any] = {"what": what, "scales": list(scales), "flip": flip, "crf": crf}
+    if what == "pseudo":
+        confident.all_reduce()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(covered)
+            torch.distributed.all_reduce(labelled)
+        metrics["confident_miou"] = confident.compute()["miou"]
+        metrics["coverage"] = float(covered / labelled.clamp(min=1))
+    return EvalResult(what, metrics, confusion, extra)

@@ -1,0 +1,37 @@
+"""``L_seg``: cross-entropy of the segmentation head on pseudo labels (METHOD.md §1)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def segmentation_loss(
+    seg_logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255
+) -> torch.Tensor:
+    """Pixel cross-entropy averaged over the non-ignored pixels.
+
+    The logits are upsampled (bilinear) to the label size. The sum of the per-pixel losses
+    is divided by ``max(#valid pixels, 1)``: identical to ``reduction="mean"`` when some
+    pixel is valid, and an exact 0 that is still connected to ``seg_logits`` (``backward``
+    works, gradients are 0) when every pixel is ignored — where PyTorch's mean returns NaN
+    (0/0), the failure peers hit on all-ignore crops.
+
+    Args:
+        seg_logits: ``[B, C+1, h, w]``.
+        labels: ``[B, H, W]`` long, ``0..C`` or ``ignore_index``.
+        ignore_index: label excluded from the loss.
+    """
+    if labels.dim() != 3 or seg_logits.dim() != 4 or labels.shape[0] != seg_logits.shape[0]:
+        raise ValueError(
+            f"expected seg_logits [B, C+1, h, w] and labels [B, H, W]; got "
+            f"{tuple(seg_logits.shape)} and {tuple(labels.shape)}"
+        )
+    if tuple(seg_logits.shape[-2:]) != tuple(labels.shape[-2:]):
+        seg_logits = F.interpolate(
+            seg_logits, size=labels.shape[-2:], mode="bilinear", align_corners=False
+        )
+    labels = labels.long()
+    total = F.cross_entropy(seg_logits, labels, ignore_index=ignore_index, reduction="sum")
+    count = (labels != ignore_index).sum().clamp_min(1)
+    return total / count.to(total.dtype)

@@ -1,0 +1,140 @@
+"""The DSCNet network: backbone + CAM classifier + segmentation head + the two stream heads.
+
+Only the backbone and the segmentation head run at inference (:meth:`DSCNetModel.segment`);
+the PGCL projection head and the SGCL graph are training-time modules (METHOD.md §3).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import nn
+
+from dscnet.cam.cams import cams_from_logits
+from dscnet.models.backbones import build_backbone
+from dscnet.models.heads.classifier import ClassifierHead
+from dscnet.models.heads.projection import ProjectionHead
+from dscnet.models.heads.segmentation import SegmentationHead
+from dscnet.models.heads.semantic_graph import SemanticGraph, class_nodes
+
+
+class DSCNetModel(nn.Module):
+    """Backbone ``f`` with the classification (CAM), segmentation, pixel-projection and graph heads.
+
+    Args:
+        backbone: a dense feature extractor with ``out_channels`` (see ``build_backbone``).
+        num_classes: number of foreground classes ``C``.
+        pooling: ``gap`` or ``gmp`` for the image scores.
+        seg_hidden: width of the segmentation decoder.
+        proj_dim: PGCL embedding width ``d`` (also the node width, so that the cross-stream
+            term can compare pixels with nodes).
+        graph_rounds: SGCL message-passing rounds.
+        with_projection: build the PGCL projection head (needed by PGCL and the cross term).
+        with_graph: build the SGCL graph (needed by SGCL and the cross term).
+        bg_node: add one background node per image to the graph.
+        channels_last: run the backbone in channels-last memory format (faster for
+            depthwise convolutions on CPUs).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int,
+        pooling: str = "gap",
+        seg_hidden: int = 128,
+        proj_dim: int = 128,
+        graph_rounds: int = 2,
+        with_projection: bool = False,
+        with_graph: bool = False,
+        bg_node: bool = True,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.channels_last = channels_last
+        self.bg_node = bg_node
+        self.backbone = backbone
+        dim = backbone.out_channels
+        self.classifier = ClassifierHead(dim, num_classes, pooling=pooling)
+        self.seg_head = SegmentationHead(dim, num_classes + 1, hidden=seg_hidden)
+        self.projection = ProjectionHead(dim, proj_dim) if with_projection else None
+        self.graph = SemanticGraph(dim, node_dim=proj_dim, rounds=graph_rounds) if with_graph else None
+
+    def _features(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.backbone(images)
+
+    def forward(self, images: torch.Tensor, tags: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Training forward pass; see docs/ARCHITECTURE.md for the returned keys.
+
+        With ``tags`` and a graph, the SGCL class nodes are built and passed through the graph
+        here, inside ``forward``, so that DDP sees every parameter the loss uses.
+        """
+        features = self._features(images)
+        cam_logits, cls_logits = self.classifier(features)
+        out = {
+            "features": features,
+            "cam_logits": cam_logits,
+            "cls_logits": cls_logits,
+            "seg_logits": self.seg_head(features),
+        }
+        if self.projection is not None:
+            out["pixel_embed"] = self.projection(features)
+        if self.graph is not None and tags is not None:
+            # Node weights come from detached CAMs: the graph stream shapes the shared
+            # features, not the CAMs through their pooling weights.
+            cams = cams_from_logits(cam_logits.detach().float(), tags)
+            nodes, node_class, node_image = class_nodes(features.float(), cams, tags, bg_node=self.bg_node)
+            out["node_embed"] = F.normalize(self.graph(nodes), dim=-1)
+            out["node_class"] = node_class
+            out["node_image"] = node_image
+        return out
+
+    def segment(self, images: torch.Tensor) -> torch.Tensor:
+        """Segmentation logits ``[B, C+1, H, W]`` at the input size. Never reads tags."""
+        logits = self.seg_head(self._features(images))
+        return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+
+    def cam(self, images: torch.Tensor) -> torch.Tensor:
+        """CAM logits ``[B, C, h, w]`` at the feature resolution."""
+        cam_logits, _ = self.classifier(self._features(images))
+        return cam_logits
+
+    def classify(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(cam_logits, cls_logits)``: CAMs and image scores in one pass."""
+        return self.classifier(self._features(images))
+
+    def param_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """Backbone parameters and head parameters (the heads train at a higher lr)."""
+        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
+        ids = {id(p) for p in backbone}
+        heads = [p for p in self.parameters() if p.requires_grad and id(p) not in ids]
+        return backbone, heads
+
+
+def build_model(cfg: DictConfig, num_classes: int) -> DSCNetModel:
+    """Build :class:`DSCNetModel` from the ``model`` and ``loss`` sections of a config."""
+    m = cfg.model
+    backbone = build_backbone(
+        m.backbone,
+        pretrained=m.pretrained,
+        output_stride=int(m.output_stride),
+        channels_last=bool(m.channels_last),
+    )
+    loss = cfg.loss
+    with_projection = bool(loss.pgcl.enabled or loss.cross.enabled)
+    with_graph = bool(loss.sgcl.enabled or loss.cross.enabled)
+    return DSCNetModel(
+        backbone,
+        num_classes,
+        pooling=m.pooling,
+        seg_hidden=int(m.seg_hidden),
+        proj_dim=int(m.proj_dim),
+        graph_rounds=int(m.graph_rounds),
+        with_projection=with_projection,
+        with_graph=with_graph,
+        bg_node=bool(m.bg_node),
+        channels_last=bool(m.channels_last),
+    )

@@ -1,0 +1,87 @@
+"""class_nodes (hand-computed CAM-weighted averages) and the SemanticGraph message passing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dscnet.models.heads.semantic_graph import SemanticGraph, class_nodes
+
+
+def test_class_nodes_hand_computed():
+    # One image, 2 channels, 1x2 pixels: F(x0) = (1, 10), F(x1) = (3, 30).
+    feats = torch.tensor([[[[1.0, 3.0]], [[10.0, 30.0]]]])
+    cams = torch.tensor([[[[1.0, 0.0]], [[0.25, 0.75]], [[0.9, 0.9]]]])  # class 3 untagged
+    tags = torch.tensor([[1.0, 1.0, 0.0]])
+    nodes, node_class, node_image = class_nodes(feats, cams, tags, bg_node=True, eps=0.0)
+    assert node_class.tolist() == [0, 1, 2] and node_image.tolist() == [0, 0, 0]
+    # bg weight = 1 - max over *tagged* cams = (1 - 1, 1 - 0.75) = (0, 0.25): node = F(x1).
+    assert torch.allclose(nodes[0], torch.tensor([3.0, 30.0]))
+    assert torch.allclose(nodes[1], torch.tensor([1.0, 10.0]))
+    # (0.25 * F(x0) + 0.75 * F(x1)) / 1.0
+    assert torch.allclose(nodes[2], torch.tensor([2.5, 25.0]))
+
+
+def test_class_nodes_order_without_bg_and_untagged_images():
+    feats = torch.randn(3, 4, 2, 2)
+    cams = torch.rand(3, 3, 2, 2)
+    tags = torch.tensor([[0.0, 1.0, 1.0], [0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    nodes, node_class, node_image = class_nodes(feats, cams, tags, bg_node=False)
+    assert node_class.tolist() == [2, 3, 1] and node_image.tolist() == [0, 0, 2]
+    _, node_class, node_image = class_nodes(feats, cams, tags, bg_node=True)
+    assert node_class.tolist() == [0, 2, 3, 0, 0, 1]
+    assert node_image.tolist() == [0, 0, 0, 1, 2, 2]
+    weights = cams[0, 1].flatten()
+    expected = (feats[0].flatten(1) * weights).sum(1) / (weights.sum() + 1e-5)
+    assert torch.allclose(nodes[0], expected)
+
+
+def test_class_nodes_resizes_cams_and_detaches_them():
+    feats = torch.randn(2, 3, 4, 4, requires_grad=True)
+    cams = torch.ones(2, 2, 8, 8, requires_grad=True)
+    nodes, _, _ = class_nodes(feats, cams, torch.ones(2, 2), bg_node=False)
+    # Uniform CAMs: every node is the plain spatial mean.
+    assert torch.allclose(nodes[0], feats[0].mean((1, 2)).detach(), atol=1e-5)
+    nodes.sum().backward()
+    assert feats.grad.abs().sum() > 0 and cams.grad is None
+
+
+def test_graph_shapes_equivariance_and_gradients():
+    torch.manual_seed(0)
+    graph = SemanticGraph(6, node_dim=8, rounds=3, heads=2)
+    x = torch.randn(7, 6)
+    out = graph(x)
+    assert out.shape == (7, 8)
+    perm = torch.randperm(7)
+    assert torch.allclose(graph(x[perm]), out[perm], atol=1e-5)  # dense attention: no order
+    out.pow(2).sum().backward()
+    assert all(p.grad is not None for p in graph.parameters())
+
+
+def test_graph_messages_mix_nodes_and_mask_isolates():
+    torch.manual_seed(0)
+    graph = SemanticGraph(4, node_dim=8, rounds=2)
+    x = torch.randn(3, 4)
+    y = x.clone()
+    y[1:] += 1.0
+    # Without a mask, node 0 hears the others; masked to itself, it does not.
+    assert not torch.allclose(graph(x)[0], graph(y)[0])
+    mask = torch.ones(3, 3, dtype=torch.bool)
+    mask[0] = False  # the diagonal is re-allowed inside
+    assert torch.allclose(graph(x, mask)[0], graph(y, mask)[0], atol=1e-6)
+    # Zero rounds: only the node MLP g_s.
+    plain = SemanticGraph(4, node_dim=8, rounds=0)
+    assert torch.allclose(plain(x), plain.g_s(x))
+
+
+def test_graph_handles_zero_and_one_node():
+    graph = SemanticGraph(5, node_dim=4)
+    assert graph(torch.zeros(0, 5)).shape == (0, 4)
+    assert torch.isfinite(graph(torch.randn(1, 5))).all()
+
+
+def test_graph_validates_arguments():
+    with pytest.raises(ValueError, match="not divisible by heads"):
+        SemanticGraph(4, node_dim=6, heads=4)
+    with pytest.raises(ValueError, match=r"attn_mask must be \[2, 2\]"):
+        SemanticGraph(4, node_dim=4)(torch.randn(2, 4), torch.ones(3, 3, dtype=torch.bool))
