@@ -94,7 +94,7 @@ def test_demo_and_ablate_on_tiny_settings(tmp_path: Path, capsys):
     assert (tmp_path / "demo" / "weak" / "examples" / "grid.png").is_file()
     assert "segmentation mIoU (full masks)" in capsys.readouterr().out
 
-    status = main(["ablate", "--config", "synth_cpu", "--seeds", "2", "--rows", "B,DSCNet", "--out", str(tmp_path / "abl"), *TINY_OVERRIDES, "train.max_steps=3"])
+    status = main(["ablate", "--config", "synth_cpu", "--seeds", "2", "--rows", "B,DSCNet", "--workers", "2", "--out", str(tmp_path / "abl"), *TINY_OVERRIDES, "train.max_steps=3"])
     assert status == 0
     table = (tmp_path / "abl" / "ablation.md").read_text()
     assert "| B |" in table and "| DSCNet |" in table and "± " in table

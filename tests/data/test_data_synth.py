@@ -97,7 +97,7 @@ def test_scene_composition_follows_the_knobs():
     # Several instances of one class occur.
     assert any(len({o["label"] for o in m["objects"]}) < len(m["objects"]) for m in metas)
     radii = [o["radius"] / 64 for m in metas for o in m["objects"]]
-    assert 0.11 <= min(radii) and max(radii) <= 0.22 and max(radii) - min(radii) > 0.08
+    assert 0.14 <= min(radii) and max(radii) <= 0.28 and max(radii) - min(radii) > 0.08
 
 
 def _part_body_colours(spec: SynthSpec, split: str, n: int):
@@ -182,6 +182,8 @@ def test_spec_validation_and_split_names():
         SynthSpec(min_objects=3, max_objects=2)
     with pytest.raises(ConfigError, match="cooccurrence"):
         SynthSpec(cooccurrence=1.5)
+    with pytest.raises(ConfigError, match="object_scale"):
+        SynthSpec(object_scale=(0.3, 0.2))
     with pytest.raises(DatasetError, match=r"no split 'test' \(available splits: train, val\)"):
         SyntheticDataset(SMALL, "test")
 
@@ -189,9 +191,18 @@ def test_spec_validation_and_split_names():
 def test_from_config_reads_the_section():
     from omegaconf import OmegaConf
 
-    node = OmegaConf.create({"num_classes": 6, "image_size": 96, "cooccurrence": 0.5, "extra": 1})
+    node = OmegaConf.create(
+        {
+            "num_classes": 6,
+            "image_size": 96,
+            "cooccurrence": 0.5,
+            "object_scale": [0.1, 0.2],
+            "x": 1,
+        }
+    )
     spec = SynthSpec.from_config(node, photo_backgrounds=True)
     assert (spec.num_classes, spec.image_size, spec.cooccurrence) == (6, 96, 0.5)
+    assert spec.object_scale == (0.1, 0.2) and hash(spec)
     assert spec.photo_backgrounds and spec.num_train == 2000
 
 

@@ -74,8 +74,8 @@ def test_non_finite_loss_stops_with_message_and_keeps_checkpoint(tmp_path: Path,
     trainer = Trainer(tiny_config(tmp_path / "nan"), ctx)
     original = trainer.objective.forward
 
-    def poisoned(out, model, images, tags, step, masks=None):
-        loss = original(out, model, images, tags, step, masks)
+    def poisoned(out, model, images, tags, step, **kwargs):
+        loss = original(out, model, images, tags, step, **kwargs)
         if step >= 3:
             loss.total = loss.total * float("nan")
         return loss

@@ -42,9 +42,12 @@ def run(args: argparse.Namespace) -> int:
             f"({result.images_per_second:.1f} images/s); best val seg mIoU {best}; "
             f"run dir {result.run_dir}"
         )
-        print(
-            "final val mIoU: "
-            + ", ".join(f"{what} {100 * m['miou']:.2f}" for what, m in final.items())
-            + " (cam/pseudo from the ground-truth tags)"
-        )
+        if final:
+            print(
+                "final val mIoU: "
+                + ", ".join(f"{what} {100 * m['miou']:.2f}" for what, m in final.items())
+                + " (cam/pseudo from the ground-truth tags)"
+            )
+        else:
+            print(f"validation split '{cfg.data.val_split}' has no masks: no mIoU to report")
     return 0

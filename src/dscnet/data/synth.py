@@ -65,7 +65,6 @@ PART_COLOURS = np.array(
 FAMILY_HUES = (0.6, 0.07, 0.33, 0.8, 0.15)
 REPEAT_CLASS_PROB = 0.3  # chance that an object repeats a class already in the scene
 FRONT_DISTRACTOR_PROB = 0.3  # chance that a distractor is drawn over the objects
-OBJECT_RADIUS = (0.11, 0.22)  # body size range, as a fraction of the image side
 
 
 @dataclass(frozen=True)
@@ -84,6 +83,7 @@ class SynthSpec:
     clutter: int = 3
     decoys: float = 0.6
     photo_backgrounds: bool = False
+    object_scale: tuple[float, float] = (0.14, 0.28)  # body radius range / image side
 
     def __post_init__(self) -> None:
         checks = [
@@ -95,6 +95,11 @@ class SynthSpec:
             (0.0 <= self.cooccurrence <= 1.0, "cooccurrence must be in [0, 1]"),
             (self.clutter >= 0, "clutter must be >= 0"),
             (0.0 <= self.decoys <= 1.0, "decoys must be in [0, 1]"),
+            (
+                len(self.object_scale) == 2
+                and 0.02 <= self.object_scale[0] <= self.object_scale[1] <= 0.5,
+                "object_scale must be [low, high] with 0.02 <= low <= high <= 0.5",
+            ),
         ]
         for ok, msg in checks:
             if not ok:
@@ -104,6 +109,8 @@ class SynthSpec:
     def from_config(cls, node: Any, photo_backgrounds: bool | None = None) -> SynthSpec:
         """Build from the ``data.synth`` config node (unknown keys are ignored)."""
         values = {k: node[k] for k in cls.__dataclass_fields__ if k in node}
+        if "object_scale" in values:  # a YAML list; the spec must stay hashable
+            values["object_scale"] = tuple(float(v) for v in values["object_scale"])
         if photo_backgrounds is not None:
             values["photo_backgrounds"] = photo_backgrounds
         return cls(**values)
@@ -322,7 +329,7 @@ def generate_sample(spec: SynthSpec, split: str, index: int) -> SynthSample:
     front = rng.random(n_dis) < FRONT_DISTRACTOR_PROB
 
     def distractor(small: bool) -> bool:
-        r = size * (rng.uniform(0.05, 0.1) if small else rng.uniform(*OBJECT_RADIUS))
+        r = size * (rng.uniform(0.05, 0.1) if small else rng.uniform(*spec.object_scale))
         cy, cx = (float(v) for v in rng.uniform(0, size, size=2))
         decoy = bool(rng.random() < spec.decoys)
         if decoy:
@@ -341,7 +348,7 @@ def generate_sample(spec: SynthSpec, split: str, index: int) -> SynthSample:
     objects, placed = [], []
     for c in classes:
         shape = SHAPES[c]
-        r = size * rng.uniform(*OBJECT_RADIUS)
+        r = size * rng.uniform(*spec.object_scale)
         cy, cx = _place(rng, size, r, placed)
         placed.append((cy, cx, r))
         angle = rng.uniform(0, 2 * np.pi)

@@ -196,6 +196,7 @@ class Trainer:
             images = batch["image"].to(self.device, non_blocking=True)
             tags = batch["tags"].to(self.device, non_blocking=True)
             masks = batch["mask"].to(self.device, non_blocking=True)
+            valid = batch["valid"].to(self.device, non_blocking=True) if "valid" in batch else None
             sync = micro == accum - 1 or not self.ctx.distributed
             ctx_sync = nullcontext() if sync else self.ddp_model.no_sync()
             autocast = (
@@ -206,7 +207,7 @@ class Trainer:
             with ctx_sync:
                 with autocast:
                     out = self.ddp_model(images, tags)
-                loss = self.objective(out, self.model, images, tags, self.step, masks=masks)
+                loss = self.objective(out, self.model, images, tags, self.step, masks=masks, valid=valid)
                 if not torch.isfinite(loss.total):
                     terms = ", ".join(f"{k}={v.item():.4g}" for k, v in loss.terms.items())
                     raise NonFiniteLossError(
@@ -228,8 +229,13 @@ class Trainer:
         return logged
 
     def run_eval(self, tag: str, what: tuple[str, ...] = ("seg",)) -> dict[str, dict[str, Any]]:
-        """Evaluate on the validation split; rank 0 writes ``eval/<tag>/<what>/``."""
-        results = {}
+        """Evaluate on the validation split; rank 0 writes ``eval/<tag>/<what>/``.
+
+        Returns ``{}`` when the validation split has no masks (nothing to score against).
+        """
+        results: dict[str, dict[str, Any]] = {}
+        if not self.val_set.has_masks:
+            return results
         for mode in what:
             res = evaluate(
                 self.model,
@@ -296,7 +302,8 @@ class Trainer:
                         bar.update(task, info=f"{info} {ips:.1f} img/s")
                 if bar:
                     bar.update(task, completed=self.step)
-                if self.step % int(cfg.train.eval_every) == 0 or self.step == max_steps:
+                due = self.step % int(cfg.train.eval_every) == 0 or self.step == max_steps
+                if due and self.val_set.has_masks:
                     metrics = self.run_eval(f"step_{self.step}")
                     miou = metrics["seg"]["miou"]
                     self._log({"val/seg_miou": miou})

@@ -153,6 +153,7 @@ class DSCLObjective(nn.Module):
         tags: torch.Tensor,
         step: int,
         masks: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
     ) -> LossOutput:
         """Compute the loss of one batch at training step ``step``.
 
@@ -163,6 +164,8 @@ class DSCLObjective(nn.Module):
             tags: multi-hot image tags ``[B, C]``.
             step: global optimisation step (drives the warm-up switches).
             masks: true masks, used only when ``train.supervision == "full"``.
+            valid: ``[B, H, W]`` bool, False on crop padding; those pixels never get a
+                pseudo label.
         """
         terms: dict[str, torch.Tensor] = {}
         terms["cls"] = multilabel_soft_margin_loss(out["cls_logits"].float(), tags)
@@ -184,6 +187,8 @@ class DSCLObjective(nn.Module):
             return LossOutput(total, terms, None)
 
         labels = self.pseudo_labels(out["cam_logits"], images, tags)
+        if valid is not None:
+            labels = labels.masked_fill(~valid.to(labels.device, torch.bool), self.ignore_index)
         if seg_on:
             terms["seg"] = segmentation_loss(out["seg_logits"].float(), labels)
             total = total + self.w_seg * terms["seg"]

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dscnet.cam.cams import cams_from_logits
 from dscnet.data.transforms import denormalize
 from dscnet.evaluation.confusion import ConfusionMatrix
 from dscnet.utils.io import atomic_write_text
@@ -33,14 +34,15 @@ def predict_examples(trainer: Any, indices: list[int]) -> list[dict[str, Any]]:
         image = sample["image"][None].to(trainer.device)
         tags = sample["tags"][None].to(trainer.device)
         cam_logits, _ = model.classify(image)
-        from dscnet.cam.cams import cams_from_logits
-
         cams = cams_from_logits(cam_logits.float(), tags, size=image.shape[-2:])
         pseudo = objective.pseudo_labels(cam_logits, image, tags)
         pred = model.segment(image).argmax(1)
-        truth = sample["mask"]
-        cm = ConfusionMatrix(model.num_classes + 1)
-        cm.update(pred[0].cpu(), truth)
+        truth, miou = None, None
+        if trainer.val_set.has_masks:
+            truth = sample["mask"]
+            cm = ConfusionMatrix(model.num_classes + 1)
+            cm.update(pred[0].cpu(), truth)
+            miou = cm.compute()["miou"]
         records.append(
             {
                 "id": str(sample["id"]),
@@ -52,7 +54,7 @@ def predict_examples(trainer: Any, indices: list[int]) -> list[dict[str, Any]]:
                 "pseudo": pseudo[0].cpu(),
                 "pred": pred[0].cpu(),
                 "truth": truth,
-                "miou": cm.compute()["miou"],
+                "miou": miou,
             }
         )
     model.train(was_training)
