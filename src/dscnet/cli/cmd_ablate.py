@@ -7,22 +7,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import statistics
 import time
 from pathlib import Path
 
-import torch
 from omegaconf import OmegaConf
 
 from dscnet.cli.common import add_config_args, config_from_args
 from dscnet.config import apply_overrides
-from dscnet.data.build import build_dataset
-from dscnet.engine.checkpoint import load_model_from_checkpoint
-from dscnet.engine.distributed import init_distributed
-from dscnet.engine.experiment import train_and_evaluate
+from dscnet.engine.experiment import RunView, run_jobs
 from dscnet.errors import ConfigError
-from dscnet.losses.dscl import DSCLObjective
 from dscnet.utils.io import atomic_write_text
 from dscnet.visualize.examples import write_cam_comparison
 
@@ -35,6 +29,7 @@ ROWS: dict[str, tuple[bool, bool, bool]] = {
     "DSCNet": (True, True, True),
 }
 METRICS = (("cam", "CAM"), ("pseudo", "pseudo label"), ("seg", "segmentation"))
+WHAT = tuple(key for key, _ in METRICS)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -90,35 +85,6 @@ def format_table(results: dict[str, dict[str, list[float]]], seeds: int) -> str:
     return "\n".join(lines)
 
 
-def _train_one(job: tuple[dict, str, int]) -> dict:
-    """Train and evaluate one (row, seed); runs in a worker process when ``--workers > 1``."""
-    from omegaconf import OmegaConf
-
-    cfg_dict, row, seed = job
-    if mp.current_process().name != "MainProcess":
-        torch.set_num_threads(1)  # one core per worker: threads of parallel runs only contend
-    cfg = OmegaConf.create(cfg_dict)
-    ctx = init_distributed(cfg.experiment.device)
-    summary = train_and_evaluate(cfg, ctx)
-    return {
-        "row": row,
-        "seed": seed,
-        "run_dir": str(summary.result.run_dir),
-        "step_seconds": summary.step_seconds,
-        **{key: summary.metrics[key]["miou"] for key, _ in METRICS},
-    }
-
-
-class _RunView:
-    """What :func:`write_cam_comparison` reads of a trainer, rebuilt from a run's checkpoint."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.model, self.cfg, self.class_names = load_model_from_checkpoint(run_dir / "checkpoints" / "last.pth")
-        self.device = torch.device("cpu")
-        self.objective = DSCLObjective(self.cfg, len(self.class_names) - 1)
-        self.val_set = build_dataset(self.cfg, self.cfg.data.val_split, train=False)
-
-
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     rows = [r.strip() for r in args.rows.split(",") if r.strip()]
@@ -135,29 +101,20 @@ def run(args: argparse.Namespace) -> int:
                 cfg,
                 [*row_overrides(row), f"experiment.seed={seed}", f"experiment.work_dir={out / row / f'seed{seed}'}"],
             )
-            jobs.append((OmegaConf.to_container(run_cfg, resolve=True), row, seed))
+            jobs.append((OmegaConf.to_container(run_cfg, resolve=True), row, seed, WHAT))
     start = time.perf_counter()
     print(f"ablation: {len(rows)} rows x {args.seeds} seeds = {len(jobs)} runs, {args.workers} at a time")
-    if args.workers > 1:
-        with mp.get_context("spawn").Pool(args.workers, maxtasksperchild=1) as pool:
-            done = []
-            for res in pool.imap_unordered(_train_one, jobs):
-                done.append(res)
-                _print_run(res)
-    else:
-        done = []
-        for job in jobs:
-            done.append(_train_one(job))
-            _print_run(done[-1])
+    done = run_jobs(jobs, workers=args.workers, on_done=_print_run)
     results: dict[str, dict[str, list[float]]] = {}
     for row in rows:
-        mine = sorted((r for r in done if r["row"] == row), key=lambda r: r["seed"])
-        results[row] = {key: [r[key] for r in mine] for key in ("cam", "pseudo", "seg", "step_seconds")}
+        mine = sorted((r for r in done if r["name"] == row), key=lambda r: r["seed"])
+        results[row] = {key: [r["metrics"][key]["miou"] for r in mine] for key in WHAT}
+        results[row]["step_seconds"] = [r["step_seconds"] for r in mine]
     table = format_table(results, args.seeds)
     atomic_write_text(out / "ablation.json", json.dumps({"seeds": args.seeds, "results": results, "runs": done}, indent=2))
     atomic_write_text(out / "ablation.md", table + "\n")
     if "B" in rows and "DSCNet" in rows:
-        views = {row: _RunView(out / row / f"seed{base_seed}") for row in ("B", "DSCNet")}
+        views = {row: RunView(out / row / f"seed{base_seed}") for row in ("B", "DSCNet")}
         path = write_cam_comparison(views, out / "cams_B_vs_DSCNet.png")
         print(f"CAM comparison: {path}")
     print(table)
@@ -166,8 +123,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_run(res: dict) -> None:
+    m = res["metrics"]
     print(
-        f"== {res['row']}, seed {res['seed']}: cam {100 * res['cam']:.2f}  pseudo {100 * res['pseudo']:.2f}  "
-        f"seg {100 * res['seg']:.2f}  step {1000 * res['step_seconds']:.0f} ms",
+        f"== {res['name']}, seed {res['seed']}: cam {100 * m['cam']['miou']:.2f}  "
+        f"pseudo {100 * m['pseudo']['miou']:.2f}  seg {100 * m['seg']['miou']:.2f}  "
+        f"step {1000 * res['step_seconds']:.0f} ms",
         flush=True,
     )

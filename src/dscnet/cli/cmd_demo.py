@@ -2,7 +2,8 @@
 
 1. trains DSCNet from image tags only (config ``synth_cpu``; ``--backbone efficientnet_lite0``
    switches to the real-photo benchmark with the ImageNet-pretrained backbone, ``photos_cpu``);
-2. trains the same network on the true masks (fully supervised upper bound);
+2. trains the same network on the true masks (fully supervised upper bound), in a second
+   process alongside the first when the machine has two cores or more;
 3. prints CAM, pseudo-label and segmentation mIoU of the first and the segmentation mIoU
    of the second, and writes overlays (image | CAMs | pseudo label | prediction | truth).
 """
@@ -11,14 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
-import torch
+from omegaconf import OmegaConf
 
 from dscnet.config import apply_overrides, load_config
-from dscnet.engine.distributed import init_distributed
-from dscnet.engine.experiment import RunSummary, train_and_evaluate
+from dscnet.engine.experiment import RunView, run_jobs
 from dscnet.utils.io import atomic_write_text
 from dscnet.visualize.examples import write_examples
 
@@ -44,6 +45,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default=None, help="override the config the backbone selects")
     p.add_argument("--no-upper-bound", action="store_true", help="skip the fully supervised run")
     p.add_argument("--examples", type=int, default=8, help="number of overlay images to write")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="train the two runs in parallel processes (one torch thread each) when > 1",
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.set_defaults(func=run)
 
@@ -55,15 +62,10 @@ def _fmt(value: float | None) -> str:
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     out = Path(args.out)
-    cfg = load_config(args.config or BACKBONE_CONFIGS[args.backbone], args.overrides)
-    ctx = init_distributed(cfg.experiment.device)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-
+    name = args.config or BACKBONE_CONFIGS[args.backbone]
+    cfg = load_config(name, args.overrides)
     weak_cfg = apply_overrides(cfg, [f"experiment.work_dir={out / 'weak'}"])
-    print(f"[1/3] training from image tags: {weak_cfg.model.backbone} on {weak_cfg.data.type} ({weak_cfg.train.max_steps} steps)")
-    weak = train_and_evaluate(weak_cfg, ctx)
-
-    full: RunSummary | None = None
+    jobs = [(OmegaConf.to_container(weak_cfg, resolve=True), "weak", int(cfg.experiment.seed), ("seg", "cam", "pseudo"))]
     if not args.no_upper_bound:
         full_cfg = apply_overrides(
             cfg,
@@ -75,26 +77,37 @@ def run(args: argparse.Namespace) -> int:
                 "loss.cross.enabled=false",
             ],
         )
-        print("[2/3] training on the true masks (fully supervised upper bound)")
-        full = train_and_evaluate(full_cfg, ctx, what=("seg",))
+        jobs.append((OmegaConf.to_container(full_cfg, resolve=True), "fully_supervised", int(cfg.experiment.seed), ("seg",)))
+    workers = max(1, min(args.workers, len(jobs)))
+    print(
+        f"[1/2] training {cfg.model.backbone} on {cfg.data.type} for {cfg.train.max_steps} steps: "
+        f"from image tags{' and on the true masks (upper bound)' if len(jobs) > 1 else ''}"
+        f"{f', {workers} runs in parallel' if workers > 1 else ''}",
+        flush=True,
+    )
+    runs = {r["name"]: r for r in run_jobs(jobs, workers=workers, on_done=_announce)}
+    weak, full = runs["weak"], runs.get("fully_supervised")
 
-    print("[3/3] writing overlays")
-    examples = write_examples(weak.trainer, out / "weak" / "examples", count=args.examples)
+    print("[2/2] writing overlays", flush=True)
+    view = RunView(weak["run_dir"])
+    examples = write_examples(view, out / "weak" / "examples", count=args.examples)
 
     seconds = time.perf_counter() - start
+    wm = weak["metrics"]
     summary = {
-        "config": args.config or BACKBONE_CONFIGS[args.backbone],
+        "config": name,
         "backbone": str(cfg.model.backbone),
         "data": str(cfg.data.type),
-        "val_images": len(weak.trainer.val_set),
+        "val_images": len(view.val_set),
         "steps": int(cfg.train.max_steps),
-        "cam_miou": weak.metrics["cam"]["miou"],
-        "pseudo_miou": weak.metrics["pseudo"]["miou"],
-        "pseudo_confident_miou": weak.metrics["pseudo"].get("confident_miou"),
-        "pseudo_coverage": weak.metrics["pseudo"].get("coverage"),
-        "seg_miou": weak.metrics["seg"]["miou"],
-        "fully_supervised_seg_miou": full.metrics["seg"]["miou"] if full else None,
-        "train_images_per_s": weak.result.images_per_second,
+        "cam_miou": wm["cam"]["miou"],
+        "pseudo_miou": wm["pseudo"]["miou"],
+        "pseudo_confident_miou": wm["pseudo"].get("confident_miou"),
+        "pseudo_coverage": wm["pseudo"].get("coverage"),
+        "seg_miou": wm["seg"]["miou"],
+        "fully_supervised_seg_miou": full["metrics"]["seg"]["miou"] if full else None,
+        "train_images_per_s": weak["images_per_second"],
+        "train_seconds": weak["seconds"],
         "seconds": seconds,
         "overlays": str(examples),
     }
@@ -112,3 +125,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  tags-only / fully supervised   {summary['seg_vs_upper_bound']:6.3f}")
     print(f"  wall time {seconds / 60:.1f} min; overlays in {examples}; summary in {out / 'summary.json'}")
     return 0
+
+
+def _announce(res: dict) -> None:
+    print(f"      {res['name']} run done in {res['seconds'] / 60:.1f} min ({res['images_per_second']:.1f} images/s)", flush=True)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig
 
-from dscnet.engine.distributed import DistContext
+from dscnet.engine.distributed import DistContext, init_distributed
 from dscnet.engine.trainer import Trainer, TrainResult
 
 
@@ -38,3 +42,67 @@ def train_and_evaluate(
     start = max(int(cfg.loss.contrast_start_step), int(cfg.train.cls_warmup_steps))
     times = [t for step, t in trainer.step_times if step > start] or [t for _, t in trainer.step_times]
     return RunSummary(cfg, result, metrics, statistics.median(times) if times else float("nan"), trainer)
+
+
+def train_job(job: tuple[dict, str, int, tuple[str, ...]]) -> dict[str, Any]:
+    """Train and evaluate one config given as a plain dict; picklable for worker processes.
+
+    ``job`` is ``(config dict, name, seed, what)``. Returns the run directory, the median
+    step time and ``{what: metrics}``. In a worker process torch uses one thread: parallel
+    runs on a small CPU only contend with more.
+    """
+    from omegaconf import OmegaConf
+
+    cfg_dict, name, seed, what = job
+    if mp.current_process().name != "MainProcess":
+        torch.set_num_threads(1)
+    cfg = OmegaConf.create(cfg_dict)
+    summary = train_and_evaluate(cfg, init_distributed(cfg.experiment.device), what=what)
+    return {
+        "name": name,
+        "seed": seed,
+        "run_dir": str(summary.result.run_dir),
+        "step_seconds": summary.step_seconds,
+        "images_per_second": summary.result.images_per_second,
+        "seconds": summary.result.seconds,
+        "metrics": summary.metrics,
+    }
+
+
+def run_jobs(
+    jobs: list[tuple[dict, str, int, tuple[str, ...]]],
+    workers: int = 1,
+    on_done: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run :func:`train_job` for every job, ``workers`` at a time in spawned processes."""
+    done: list[dict[str, Any]] = []
+    if workers > 1 and len(jobs) > 1:
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(min(workers, len(jobs)), maxtasksperchild=1) as pool:
+            for res in pool.imap_unordered(train_job, jobs):
+                done.append(res)
+                if on_done:
+                    on_done(res)
+    else:
+        for job in jobs:
+            done.append(train_job(job))
+            if on_done:
+                on_done(done[-1])
+    return done
+
+
+class RunView:
+    """The parts of a :class:`Trainer` that the picture writers read, rebuilt from a run dir."""
+
+    def __init__(self, run_dir: str | Path, checkpoint: str = "last.pth") -> None:
+        from dscnet.data.build import build_dataset
+        from dscnet.engine.checkpoint import load_model_from_checkpoint
+        from dscnet.losses.dscl import DSCLObjective
+
+        self.run_dir = Path(run_dir)
+        self.model, self.cfg, self.class_names = load_model_from_checkpoint(
+            self.run_dir / "checkpoints" / checkpoint
+        )
+        self.device = torch.device("cpu")
+        self.objective = DSCLObjective(self.cfg, len(self.class_names) - 1)
+        self.val_set = build_dataset(self.cfg, self.cfg.data.val_split, train=False)
