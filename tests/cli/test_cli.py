@@ -101,3 +101,14 @@ def test_demo_and_ablate_on_tiny_settings(tmp_path: Path, capsys):
     results = json.loads((tmp_path / "abl" / "ablation.json").read_text())["results"]
     assert len(results["DSCNet"]["seg"]) == 2
     assert (tmp_path / "abl" / "cams_B_vs_DSCNet.png").is_file()
+
+
+def test_demo_with_the_pretrained_backbone_on_real_photos(tmp_path: Path, capsys):
+    status = main(
+        ["demo", "--backbone", "efficientnet_lite0", "--no-upper-bound", "--examples", "2", "--out", str(tmp_path), *TINY_OVERRIDES, "train.max_steps=2"]
+    )
+    assert status == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["backbone"] == "efficientnet_lite0" and summary["data"] == "synth_photo"
+    assert summary["fully_supervised_seg_miou"] is None
+    assert "efficientnet_lite0 on synth_photo" in capsys.readouterr().out
