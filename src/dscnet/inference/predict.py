@@ -340,25 +340,9 @@ def _same_size_runs(items: list[tuple[Path, str, np.ndarray]]) -> Iterator[list[
 
 
 def _progress(enabled: bool) -> Any:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from dscnet.utils.progress import make_progress
 
-    return Progress(
-        TextColumn("[bold]predict"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[name]}"),
-        disable=not enabled,
-        transient=False,
-    )
+    return make_progress(disable=not enabled)
 
 
 def predict_paths(
@@ -452,7 +436,7 @@ def predict_paths(
 
         for _, message in problems:
             say(message)
-        task = bar.add_task("predict", total=len(jobs), name="")
+        task = bar.add_task("predict", total=len(jobs), info="")
 
         def fail(path: Path, message: str) -> None:
             summary.failed.append((str(path), message))
@@ -461,7 +445,7 @@ def predict_paths(
         for start in range(0, len(jobs), batch_size):
             loaded = []
             for path, stem in jobs[start : start + batch_size]:
-                bar.update(task, name=path.name)
+                bar.update(task, info=path.name)
                 try:
                     loaded.append((path, stem, load_image(path, limit)))
                 except DscnetError as exc:

@@ -17,8 +17,8 @@ from rich.progress import (
 T = TypeVar("T")
 
 
-def make_progress(transient: bool = False) -> Progress:
-    """A rich progress bar with count, elapsed and remaining time and a free text field."""
+def make_progress(transient: bool = False, disable: bool = False) -> Progress:
+    """A rich progress bar with count, elapsed and remaining time and a free ``info`` field."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -27,6 +27,7 @@ def make_progress(transient: bool = False) -> Progress:
         TimeRemainingColumn(),
         TextColumn("{task.fields[info]}"),
         transient=transient,
+        disable=disable,
     )
 
 
