@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from dscnet.engine.distributed import DistContext, init_distributed
 from dscnet.engine.trainer import Trainer, TrainResult
+from dscnet.errors import ConfigError
 
 
 @dataclass
@@ -58,6 +59,11 @@ def train_job(job: tuple[dict, str, int, tuple[str, ...]]) -> dict[str, Any]:
         torch.set_num_threads(1)
     cfg = OmegaConf.create(cfg_dict)
     summary = train_and_evaluate(cfg, init_distributed(cfg.experiment.device), what=what)
+    if not summary.metrics:
+        raise ConfigError(
+            f"run '{name}': validation split '{cfg.data.val_split}' has no masks, so there is "
+            "no mIoU to report (demo and ablate need a split with ground truth)"
+        )
     return {
         "name": name,
         "seed": seed,

@@ -303,8 +303,9 @@ class Trainer:
                 if bar:
                     bar.update(task, completed=self.step)
                 due = self.step % int(cfg.train.eval_every) == 0 or self.step == max_steps
-                if due and self.val_set.has_masks:
-                    metrics = self.run_eval(f"step_{self.step}")
+                # run_eval returns {} for a validation split without masks.
+                metrics = self.run_eval(f"step_{self.step}") if due else {}
+                if metrics:
                     miou = metrics["seg"]["miou"]
                     self._log({"val/seg_miou": miou})
                     final_metrics = metrics
