@@ -13,6 +13,7 @@ from torch import nn
 from dscnet.errors import DscnetError, MissingExtraError
 from dscnet.inference import export as export_mod
 from dscnet.inference.export import export_onnx, export_torchscript, verify_onnx
+from dscnet.models.backbones import build_backbone
 
 
 class BakedSize(nn.Module):
@@ -47,6 +48,49 @@ def test_onnx_matches_pytorch_at_another_size(strided_model, tmp_path, exporter)
     assert actual.shape == (3, 3, 45, 70)
     np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=1e-4)
     assert verify_onnx(strided_model, path, (1, 3, 17, 23)) < 1e-4
+
+
+class TinyViTSegmenter(nn.Module):
+    """A one-block ViT-S/16 backbone + 1x1 classifier, upsampled to the input size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.backbone = build_backbone("vit_small_patch16_224", output_stride=16, depth=1)
+        self.classifier = nn.Conv2d(self.backbone.out_channels, 3, 1)
+
+    def segment(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.classifier(self.backbone(images))
+        return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxscript") is None, reason="needs onnxscript")
+def test_vit_onnx_export_follows_sizes_that_are_not_multiples_of_the_patch(tmp_path) -> None:
+    """The token grid is ceil(H/16) x ceil(W/16): 51 x 37 must give a 4 x 3 grid, not 3 x 2.
+
+    A ceil-division written with negative operands exported as floor and failed here.
+    """
+    model = TinyViTSegmenter().eval()
+    path = export_onnx(
+        model, tmp_path / "vit.onnx", example_size=(1, 3, 64, 64), exporter="dynamo", check=False
+    )
+    for size in [(2, 3, 51, 37), (1, 3, 80, 48)]:
+        assert verify_onnx(model, path, size) < 1e-3
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_a_graph_that_cannot_run_at_the_check_size_gets_a_clear_error(tmp_path) -> None:
+    # Traced at the ViT's native 224 px, the legacy tracer skips the position-embedding
+    # resampling and freezes its 14 x 14 grid into the graph.
+    model = TinyViTSegmenter().eval()
+    with pytest.raises(DscnetError, match=r"fails to run at input size \(2, 3, 51, 37\)"):
+        export_onnx(
+            model,
+            tmp_path / "vit.onnx",
+            example_size=(1, 3, 224, 224),
+            exporter="torchscript",
+            check_size=(2, 3, 51, 37),
+        )
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")

@@ -103,7 +103,17 @@ def verify_onnx(
         expected = model.segment(x)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    (actual,) = session.run(None, {name: x.float().cpu().numpy()})
+    try:
+        (actual,) = session.run(None, {name: x.float().cpu().numpy()})
+    except Exception as exc:  # onnxruntime raises its own Fail/RuntimeException types
+        # Typically a shape the exporter froze at the example size (the legacy tracer does
+        # this to ViT position embeddings): say which file and size, not just the node.
+        raise DscnetError(
+            f"ONNX model {path} fails to run at input size {tuple(x.shape)} "
+            f"({str(exc).splitlines()[0][:300]}); the exported graph does not follow the input "
+            "size. The torch.export-based exporter (--exporter dynamo, needs onnxscript) keeps "
+            "sizes symbolic."
+        ) from exc
     return _compare(expected, actual, f"ONNX model {path}", atol, rtol)
 
 

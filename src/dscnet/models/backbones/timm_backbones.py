@@ -106,8 +106,12 @@ class TimmViTBackbone(Backbone):
         """``[B, 3, H, W]`` -> ``[B, D, ceil(H/p), ceil(W/p)]`` (timm pads to a multiple of p)."""
         b, _, h, w = x.shape
         tokens = self.body.forward_features(self._prepare_input(x))[:, self.num_prefix_tokens :]
-        # Integer ceil-division (not math.ceil on floats) keeps symbolic shapes exportable.
-        gh, gw = -(-h // self.patch_size[0]), -(-w // self.patch_size[1])
+        # Ceil-division written as (h + p - 1) // p: integer-only, so symbolic shapes stay
+        # exportable, and without negative operands, whose floor division ONNX's Div would
+        # truncate instead (the old -(-h // p) exported as floor(h / p) and broke every input
+        # size that is not a multiple of the patch).
+        gh = (h + self.patch_size[0] - 1) // self.patch_size[0]
+        gw = (w + self.patch_size[1] - 1) // self.patch_size[1]
         return tokens.transpose(1, 2).reshape(b, tokens.shape[-1], gh, gw)
 
 
