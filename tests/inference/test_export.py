@@ -12,7 +12,12 @@ from torch import nn
 
 from dscnet.errors import DscnetError, MissingExtraError
 from dscnet.inference import export as export_mod
-from dscnet.inference.export import export_onnx, export_torchscript, verify_onnx
+from dscnet.inference.export import (
+    export_onnx,
+    export_torchscript,
+    verify_onnx,
+    verify_torchscript,
+)
 from dscnet.models.backbones import build_backbone
 
 
@@ -91,6 +96,10 @@ def test_a_graph_that_cannot_run_at_the_check_size_gets_a_clear_error(tmp_path) 
             exporter="torchscript",
             check_size=(2, 3, 51, 37),
         )
+    with pytest.raises(DscnetError, match=r"TorchScript model .* fails to run at input size"):
+        export_torchscript(
+            model, tmp_path / "vit.pt", example_size=(1, 3, 224, 224), check_size=(2, 3, 51, 37)
+        )
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")
@@ -119,3 +128,10 @@ def test_missing_onnx_names_the_export_extra(strided_model, tmp_path, monkeypatc
         export_onnx(strided_model, tmp_path / "m.onnx")
     assert info.value.module == "onnx"
     assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_vit_torchscript_traced_off_its_native_size_follows_other_sizes(tmp_path) -> None:
+    model = TinyViTSegmenter().eval()
+    path = export_torchscript(model, tmp_path / "vit.pt", example_size=(1, 3, 64, 64))
+    assert verify_torchscript(model, path, (2, 3, 51, 37)) < 1e-3

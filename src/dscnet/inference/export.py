@@ -83,6 +83,20 @@ def _compare(expected: torch.Tensor, actual: np.ndarray, what: str, atol: float,
     return diff
 
 
+def _fails_to_run(what: str, x: torch.Tensor, exc: Exception, hint: str) -> DscnetError:
+    """The error for an exported graph that raises at the check size.
+
+    Typically a shape the exporter froze at the example size (tracers do this to ViT
+    position embeddings traced at their native size): name the file and the size, not only
+    the runtime's node.
+    """
+    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    return DscnetError(
+        f"{what} fails to run at input size {tuple(x.shape)} ({first_line}); the exported "
+        f"graph does not follow the input size: {hint}"
+    )
+
+
 def verify_onnx(
     model: nn.Module,
     path: str | Path,
@@ -106,13 +120,9 @@ def verify_onnx(
     try:
         (actual,) = session.run(None, {name: x.float().cpu().numpy()})
     except Exception as exc:  # onnxruntime raises its own Fail/RuntimeException types
-        # Typically a shape the exporter froze at the example size (the legacy tracer does
-        # this to ViT position embeddings): say which file and size, not just the node.
-        raise DscnetError(
-            f"ONNX model {path} fails to run at input size {tuple(x.shape)} "
-            f"({str(exc).splitlines()[0][:300]}); the exported graph does not follow the input "
-            "size. The torch.export-based exporter (--exporter dynamo, needs onnxscript) keeps "
-            "sizes symbolic."
+        raise _fails_to_run(
+            f"ONNX model {path}", x, exc, "the torch.export-based exporter (needs onnxscript) "
+            "keeps sizes symbolic"
         ) from exc
     return _compare(expected, actual, f"ONNX model {path}", atol, rtol)
 
@@ -271,7 +281,14 @@ def verify_torchscript(
         loaded = torch.jit.load(str(path), map_location=x.device)
     with torch.no_grad():
         expected = model.segment(x)
-        actual = loaded(x)
+        try:
+            actual = loaded(x)
+        except Exception as exc:  # the TorchScript interpreter raises plain RuntimeErrors
+            raise _fails_to_run(
+                f"TorchScript model {path}", x, exc, "trace at a size other than a ViT's native "
+                "224 px (there the position-embedding resampling is skipped and its grid frozen), "
+                "or export ONNX"
+            ) from exc
     return _compare(expected, actual.detach().float().cpu().numpy(), f"TorchScript model {path}", atol, rtol)
 
 
