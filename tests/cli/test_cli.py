@@ -101,6 +101,18 @@ def test_demo_and_ablate_on_tiny_settings(tmp_path: Path, capsys):
     results = json.loads((tmp_path / "abl" / "ablation.json").read_text())["results"]
     assert len(results["DSCNet"]["seg"]) == 2
     assert (tmp_path / "abl" / "cams_B_vs_DSCNet.png").is_file()
+    assert "CAM on train; pseudo label on train; segmentation on val" in table
+
+    # --resume reuses the finished runs: evaluated again, not retrained, same numbers.
+    ckpt = tmp_path / "abl" / "DSCNet" / "seed1" / "checkpoints" / "last.pth"
+    stamp = ckpt.stat().st_mtime_ns
+    again = ["ablate", "--config", "synth_cpu", "--seeds", "2", "--rows", "B,DSCNet", "--resume", "--out", str(tmp_path / "abl"), *TINY_OVERRIDES, "train.max_steps=3"]
+    assert main(again) == 0
+    assert ckpt.stat().st_mtime_ns == stamp
+    rerun = json.loads((tmp_path / "abl" / "ablation.json").read_text())["results"]
+    for row in ("B", "DSCNet"):
+        for key in ("cam", "pseudo", "seg", "step_seconds"):
+            assert rerun[row][key] == results[row][key], (row, key)
 
 
 def test_demo_with_the_pretrained_backbone_on_real_photos(tmp_path: Path, capsys):

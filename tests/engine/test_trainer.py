@@ -49,7 +49,11 @@ def test_training_writes_run_dir_and_resume_is_exact(tmp_path: Path):
     assert load_checkpoint(tmp_path / "crash" / "checkpoints" / "last.pth")["step"] == 4
     resumed = Trainer(tiny_config(tmp_path / "crash"), ctx, resume="auto")
     assert resumed.step == 4
+    # the per-step times of steps 1-4 travel in the checkpoint, so an ablation's step-time
+    # column survives a resume
+    assert [step for step, _ in resumed.step_times] == [1, 2, 3, 4]
     resumed.fit()
+    assert [step for step, _ in resumed.step_times] == [1, 2, 3, 4, 5, 6]
     for (name, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), f"{name} differs after resume"
     for a, b in zip(full.objective.state_dict().values(), resumed.objective.state_dict().values()):
@@ -94,3 +98,20 @@ def test_fully_supervised_mode_trains_on_masks(tmp_path: Path):
     trainer.fit()
     logged = [json.loads(line) for line in (tmp_path / "fs" / "scalars.jsonl").read_text().splitlines()]
     assert "loss/seg" in logged[0] and "loss/pgcl" not in logged[0]
+
+
+def test_cams_and_pseudo_labels_are_scored_on_eval_cam_split(tmp_path: Path):
+    ctx = init_distributed("cpu")
+    trainer = Trainer(tiny_config(tmp_path / "run", "train.max_steps=2"), ctx)
+    trainer.fit()
+    assert trainer.eval_split("seg") == "val"
+    assert trainer.eval_split("cam") == trainer.eval_split("pseudo") == "train"  # synth_cpu's choice
+    metrics = trainer.run_eval("final", what=("seg", "cam", "pseudo"))
+    pixels = 48 * 48
+    assert metrics["seg"]["num_pixels"] == 12 * pixels  # data.synth.num_val=12
+    assert metrics["cam"]["num_pixels"] == metrics["pseudo"]["num_pixels"] == 48 * pixels
+    written = json.loads((tmp_path / "run" / "eval" / "final" / "cam" / "metrics.json").read_text())
+    assert "on train" in written["title"]
+
+    on_val = Trainer(tiny_config(tmp_path / "val", "train.max_steps=2", "eval.cam_split=null"), ctx)
+    assert on_val.eval_split("cam") == "val"

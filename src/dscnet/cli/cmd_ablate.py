@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from dscnet.cli.common import add_config_args, config_from_args
 from dscnet.config import apply_overrides
-from dscnet.engine.experiment import RunView, run_jobs
+from dscnet.engine.experiment import Job, RunView, run_jobs
 from dscnet.errors import ConfigError
 from dscnet.utils.io import atomic_write_text
 from dscnet.visualize.examples import write_cam_comparison
@@ -51,6 +51,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="train this many runs at once, each in its own process with one torch thread "
         "(CPU machines: use the number of cores)",
     )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the runs already in --out: each continues from its last.pth, and a finished "
+        "run is only evaluated again (e.g. after an interruption, or with new eval.* settings)",
+    )
     p.set_defaults(func=run)
 
 
@@ -68,8 +74,13 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def format_table(results: dict[str, dict[str, list[float]]], seeds: int) -> str:
-    """Markdown table: mean ± std (in mIoU %) per row and the step time relative to B."""
+def format_table(
+    results: dict[str, dict[str, list[float]]], seeds: int, splits: dict[str, str] | None = None
+) -> str:
+    """Markdown table: mean ± std (in mIoU %) per row and the step time relative to B.
+
+    ``splits`` names the split each metric was scored on (``{"cam": "train", ...}``).
+    """
     base_time = statistics.fmean(results["B"]["step_seconds"]) if "B" in results else None
     head = "| row | " + " | ".join(f"{label} mIoU" for _, label in METRICS) + " | step time vs B |"
     lines = [head, "|" + "---|" * (len(METRICS) + 2)]
@@ -81,7 +92,11 @@ def format_table(results: dict[str, dict[str, list[float]]], seeds: int) -> str:
         rel = statistics.fmean(vals["step_seconds"]) / base_time if base_time else float("nan")
         lines.append(f"| {row} | " + " | ".join(cells) + f" | {rel:.2f}× |")
     lines.append("")
-    lines.append(f"mean ± std over {seeds} seed(s); validation split, single scale, no CRF.")
+    splits = splits or {}
+    where = "; ".join(
+        f"{label} on {splits[key]}" for key, label in METRICS if key in splits
+    ) or "validation split"
+    lines.append(f"mean ± std over {seeds} seed(s); {where}; single scale, no CRF.")
     return "\n".join(lines)
 
 
@@ -101,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
                 cfg,
                 [*row_overrides(row), f"experiment.seed={seed}", f"experiment.work_dir={out / row / f'seed{seed}'}"],
             )
-            jobs.append((OmegaConf.to_container(run_cfg, resolve=True), row, seed, WHAT))
+            resume = "auto" if args.resume else None
+            jobs.append(Job(OmegaConf.to_container(run_cfg, resolve=True), row, seed, WHAT, resume))
     start = time.perf_counter()
     print(f"ablation: {len(rows)} rows x {args.seeds} seeds = {len(jobs)} runs, {args.workers} at a time")
     done = run_jobs(jobs, workers=args.workers, on_done=_print_run)
@@ -110,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         mine = sorted((r for r in done if r["name"] == row), key=lambda r: r["seed"])
         results[row] = {key: [r["metrics"][key]["miou"] for r in mine] for key in WHAT}
         results[row]["step_seconds"] = [r["step_seconds"] for r in mine]
-    table = format_table(results, args.seeds)
+    table = format_table(results, args.seeds, done[0].get("splits") if done else None)
     atomic_write_text(out / "ablation.json", json.dumps({"seeds": args.seeds, "results": results, "runs": done}, indent=2))
     atomic_write_text(out / "ablation.md", table + "\n")
     if "B" in rows and "DSCNet" in rows:

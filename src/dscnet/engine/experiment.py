@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from omegaconf import DictConfig
@@ -28,37 +29,81 @@ class RunSummary:
     trainer: Trainer
 
 
-def train_and_evaluate(
-    cfg: DictConfig, ctx: DistContext, what: tuple[str, ...] = ("seg", "cam", "pseudo")
-) -> RunSummary:
-    """Train ``cfg`` to the end, then evaluate ``what`` on the validation split.
+class Job(NamedTuple):
+    """One run of a demo or an ablation, as plain data (picklable for worker processes).
 
-    ``step_seconds`` is the median wall time of the optimisation steps taken once every
-    loss term is on (after the contrastive warm-up), so that rows of an ablation compare
-    the cost of their streams rather than of the warm-up.
+    ``resume="auto"`` continues the run from its ``last.pth`` when there is one; a finished
+    run is then only evaluated again, not retrained.
     """
-    trainer = Trainer(cfg, ctx)
+
+    cfg: dict
+    name: str
+    seed: int
+    what: tuple[str, ...]
+    resume: str | None = None
+
+
+def _steps_after_warmup(cfg: DictConfig) -> int:
+    return max(int(cfg.loss.contrast_start_step), int(cfg.train.cls_warmup_steps))
+
+
+def step_seconds_from_scalars(run_dir: str | Path, cfg: DictConfig) -> float:
+    """Median step time after the warm-up, from the logged ``speed/images_per_s`` windows.
+
+    For runs whose checkpoint predates the recorded per-step times: each log window's rate
+    gives its mean step time (batch images / rate). NaN when nothing was logged.
+    """
+    path = Path(run_dir) / "scalars.jsonl"
+    if not path.is_file():
+        return float("nan")
+    s = cfg.data.sampler
+    batch_images = int(s.groups_per_batch) * int(s.group_size) * int(cfg.train.grad_accum)
+    start = _steps_after_warmup(cfg)
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rates = [r["speed/images_per_s"] for r in rows if "speed/images_per_s" in r]
+    after = [r["speed/images_per_s"] for r in rows if "speed/images_per_s" in r and r["step"] > start]
+    chosen = after or rates
+    return statistics.median(batch_images / rate for rate in chosen) if chosen else float("nan")
+
+
+def train_and_evaluate(
+    cfg: DictConfig,
+    ctx: DistContext,
+    what: tuple[str, ...] = ("seg", "cam", "pseudo"),
+    resume: str | None = None,
+) -> RunSummary:
+    """Train ``cfg`` to the end (continuing from ``resume``), then evaluate ``what``.
+
+    Segmentation is scored on the validation split, CAMs and pseudo labels on
+    ``eval.cam_split`` (see :meth:`Trainer.eval_split`). ``step_seconds`` is the median wall
+    time of the optimisation steps taken once every loss term is on (after the contrastive
+    warm-up), so that rows of an ablation compare the cost of their streams rather than of
+    the warm-up; a resumed run's times come from its checkpoint (or, for checkpoints that
+    predate them, from its logged speed).
+    """
+    trainer = Trainer(cfg, ctx, resume=resume)
     result = trainer.fit()
     metrics = trainer.run_eval("final", what=what)
-    start = max(int(cfg.loss.contrast_start_step), int(cfg.train.cls_warmup_steps))
+    start = _steps_after_warmup(cfg)
     times = [t for step, t in trainer.step_times if step > start] or [t for _, t in trainer.step_times]
-    return RunSummary(cfg, result, metrics, statistics.median(times) if times else float("nan"), trainer)
+    step_seconds = statistics.median(times) if times else step_seconds_from_scalars(trainer.run_dir, cfg)
+    return RunSummary(cfg, result, metrics, step_seconds, trainer)
 
 
-def train_job(job: tuple[dict, str, int, tuple[str, ...]]) -> dict[str, Any]:
+def train_job(job: Job | tuple) -> dict[str, Any]:
     """Train and evaluate one config given as a plain dict; picklable for worker processes.
 
-    ``job`` is ``(config dict, name, seed, what)``. Returns the run directory, the median
-    step time and ``{what: metrics}``. In a worker process torch uses one thread: parallel
-    runs on a small CPU only contend with more.
+    ``job`` is a :class:`Job` (or a plain tuple of its fields). Returns the run directory,
+    the median step time and ``{what: metrics}``. In a worker process torch uses one
+    thread: parallel runs on a small CPU only contend with more.
     """
     from omegaconf import OmegaConf
 
-    cfg_dict, name, seed, what = job
+    cfg_dict, name, seed, what, resume = Job(*job)
     if mp.current_process().name != "MainProcess":
         torch.set_num_threads(1)
     cfg = OmegaConf.create(cfg_dict)
-    summary = train_and_evaluate(cfg, init_distributed(cfg.experiment.device), what=what)
+    summary = train_and_evaluate(cfg, init_distributed(cfg.experiment.device), what=what, resume=resume)
     if not summary.metrics:
         raise ConfigError(
             f"run '{name}': validation split '{cfg.data.val_split}' has no masks, so there is "
@@ -72,11 +117,12 @@ def train_job(job: tuple[dict, str, int, tuple[str, ...]]) -> dict[str, Any]:
         "images_per_second": summary.result.images_per_second,
         "seconds": summary.result.seconds,
         "metrics": summary.metrics,
+        "splits": {mode: summary.trainer.eval_split(mode) for mode in summary.metrics},
     }
 
 
 def run_jobs(
-    jobs: list[tuple[dict, str, int, tuple[str, ...]]],
+    jobs: list[Job] | list[tuple],
     workers: int = 1,
     on_done: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:

@@ -99,6 +99,8 @@ class Trainer:
         )
         self.step = 0
         self.best_miou: float | None = None
+        self.step_times: list[tuple[int, float]] = []  # (step, seconds) of each optimisation step
+        self._eval_sets = {str(cfg.data.val_split): self.val_set}
         if resume:
             self._resume(resume)
         # DDP wraps after loading so that every rank starts from the same weights.
@@ -111,7 +113,6 @@ class Trainer:
                 find_unused_parameters=False,
             )
         self.writer = None
-        self.step_times: list[tuple[int, float]] = []  # (step, seconds) of each optimisation step
         self.scalars_path = self.run_dir / "scalars.jsonl"
 
     # ------------------------------------------------------------------ setup helpers
@@ -141,6 +142,8 @@ class Trainer:
         self.sampler.load_state_dict(ckpt["sampler"])
         self.step = int(ckpt["step"])
         self.best_miou = ckpt.get("best_miou")
+        # Older checkpoints have no step times; a resumed run then times only its new steps.
+        self.step_times = [(int(step), float(sec)) for step, sec in ckpt.get("step_times", [])]
         set_rng_state(ckpt["rng"][min(self.ctx.rank, len(ckpt["rng"]) - 1)])
 
     def checkpoint_state(self) -> dict[str, Any]:
@@ -158,6 +161,7 @@ class Trainer:
             },
             "step": self.step,
             "best_miou": self.best_miou,
+            "step_times": list(self.step_times),
             "config": self.cfg,
             "class_names": self.class_names,
         }
@@ -228,18 +232,37 @@ class Trainer:
         self.step += 1
         return logged
 
-    def run_eval(self, tag: str, what: tuple[str, ...] = ("seg",)) -> dict[str, dict[str, Any]]:
-        """Evaluate on the validation split; rank 0 writes ``eval/<tag>/<what>/``.
+    def eval_split(self, mode: str) -> str:
+        """The split ``mode`` is scored on: segmentation on ``data.val_split``; CAMs and
+        pseudo labels on ``eval.cam_split`` when set (the field reports them on the train
+        split, METHOD.md §4), else on the validation split too."""
+        cam_split = self.cfg.eval.get("cam_split")
+        if mode in ("cam", "pseudo") and cam_split:
+            return str(cam_split)
+        return str(self.cfg.data.val_split)
 
-        Returns ``{}`` when the validation split has no masks (nothing to score against).
+    def _eval_set(self, split: str):
+        if split not in self._eval_sets:
+            self._eval_sets[split] = build_dataset(self.cfg, split, train=False)
+        return self._eval_sets[split]
+
+    def run_eval(self, tag: str, what: tuple[str, ...] = ("seg",)) -> dict[str, dict[str, Any]]:
+        """Evaluate ``what`` (each on :meth:`eval_split`); rank 0 writes ``eval/<tag>/<what>/``.
+
+        Returns ``{}`` when the validation split has no masks (nothing to score against);
+        a mode whose split has no masks is left out.
         """
         results: dict[str, dict[str, Any]] = {}
         if not self.val_set.has_masks:
             return results
         for mode in what:
+            split = self.eval_split(mode)
+            dataset = self._eval_set(split)
+            if not dataset.has_masks:
+                continue
             res = evaluate(
                 self.model,
-                self.val_set,
+                dataset,
                 self.cfg,
                 what=mode,
                 scales=tuple(self.cfg.eval.scales),
@@ -255,7 +278,7 @@ class Trainer:
                     res.metrics,
                     self.class_names,
                     res.confusion.matrix.cpu().numpy(),
-                    title=f"{mode} mIoU on {self.cfg.data.val_split} at step {self.step}",
+                    title=f"{mode} mIoU on {split} at step {self.step}",
                     extra=res.extra,
                 )
         return results
