@@ -6,7 +6,12 @@ import json
 import math
 from pathlib import Path
 
-from dscnet.engine.experiment import Job, step_seconds_from_scalars
+import pytest
+from omegaconf import OmegaConf
+
+from dscnet.engine.experiment import Job, step_seconds_from_scalars, train_job
+from dscnet.engine.trainer import Trainer
+from dscnet.errors import ConfigError
 from tests.conftest import tiny_config
 
 
@@ -29,3 +34,16 @@ def test_jobs_are_plain_tuples_with_an_optional_resume():
     job = Job({"a": 1}, "B", 0, ("seg",))
     assert job.resume is None and tuple(job)[:4] == ({"a": 1}, "B", 0, ("seg",))
     assert Job(*({"a": 1}, "B", 0, ("seg",), "auto")).resume == "auto"
+
+
+def test_a_cam_split_without_masks_is_a_clear_error(tmp_path: Path, monkeypatch):
+    # Stand in for a cam split without ground truth: run_eval leaves such modes out.
+    real = Trainer.run_eval
+
+    def without_cam(self, tag, what=("seg",)):
+        return real(self, tag, what=tuple(m for m in what if m == "seg"))
+
+    monkeypatch.setattr(Trainer, "run_eval", without_cam)
+    cfg = OmegaConf.to_container(tiny_config(tmp_path, "train.max_steps=1"), resolve=True)
+    with pytest.raises(ConfigError, match=r"split 'train' \(eval.cam_split\) has no masks, so cam/pseudo"):
+        train_job(Job(cfg, "B", 0, ("seg", "cam", "pseudo")))

@@ -109,6 +109,14 @@ def train_job(job: Job | tuple) -> dict[str, Any]:
             f"run '{name}': validation split '{cfg.data.val_split}' has no masks, so there is "
             "no mIoU to report (demo and ablate need a split with ground truth)"
         )
+    missing = [mode for mode in what if mode not in summary.metrics]
+    if missing:
+        split = summary.trainer.eval_split(missing[0])
+        raise ConfigError(
+            f"run '{name}': split '{split}' (eval.cam_split) has no masks, so {'/'.join(missing)} "
+            "mIoU cannot be scored; set eval.cam_split to a split with ground truth, or null "
+            "for the validation split"
+        )
     return {
         "name": name,
         "seed": seed,
