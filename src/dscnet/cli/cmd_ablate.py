@@ -108,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"unknown ablation rows {unknown}; choose from {list(ROWS)}")
     out = Path(args.out)
     base_seed = int(cfg.experiment.seed)
+    resume = "auto" if args.resume else None
     jobs = []
     for row in rows:
         for s in range(args.seeds):
@@ -116,7 +117,6 @@ def run(args: argparse.Namespace) -> int:
                 cfg,
                 [*row_overrides(row), f"experiment.seed={seed}", f"experiment.work_dir={out / row / f'seed{seed}'}"],
             )
-            resume = "auto" if args.resume else None
             jobs.append(Job(OmegaConf.to_container(run_cfg, resolve=True), row, seed, WHAT, resume))
     start = time.perf_counter()
     print(f"ablation: {len(rows)} rows x {args.seeds} seeds = {len(jobs)} runs, {args.workers} at a time")

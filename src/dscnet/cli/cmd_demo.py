@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         "data": str(cfg.data.type),
         "val_images": len(view.val_set),
         "steps": int(cfg.train.max_steps),
-        "cam_split": weak.get("splits", {}).get("cam"),
+        "cam_split": weak["splits"]["cam"],
         "cam_miou": wm["cam"]["miou"],
         "pseudo_miou": wm["pseudo"]["miou"],
         "pseudo_confident_miou": wm["pseudo"].get("confident_miou"),
@@ -117,10 +117,10 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
 
     print()
-    cam_split = weak.get("splits", {}).get("cam", str(cfg.data.val_split))
     print(
         f"dscnet demo — {summary['backbone']} on {summary['data']}, single scale; segmentation on "
-        f"{cfg.data.val_split} ({summary['val_images']} images), CAMs and pseudo labels on {cam_split}"
+        f"{cfg.data.val_split} ({summary['val_images']} images), CAMs and pseudo labels on "
+        f"{summary['cam_split']}"
     )
     print(f"  CAM mIoU                       {_fmt(summary['cam_miou'])}")
     print(f"  pseudo-label mIoU (PAR)        {_fmt(summary['pseudo_miou'])}")

@@ -60,9 +60,8 @@ def step_seconds_from_scalars(run_dir: str | Path, cfg: DictConfig) -> float:
     batch_images = int(s.groups_per_batch) * int(s.group_size) * int(cfg.train.grad_accum)
     start = _steps_after_warmup(cfg)
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    rates = [r["speed/images_per_s"] for r in rows if "speed/images_per_s" in r]
-    after = [r["speed/images_per_s"] for r in rows if "speed/images_per_s" in r and r["step"] > start]
-    chosen = after or rates
+    speed = [(r["step"], r["speed/images_per_s"]) for r in rows if "speed/images_per_s" in r]
+    chosen = [rate for step, rate in speed if step > start] or [rate for _, rate in speed]
     return statistics.median(batch_images / rate for rate in chosen) if chosen else float("nan")
 
 
@@ -104,18 +103,15 @@ def train_job(job: Job | tuple) -> dict[str, Any]:
         torch.set_num_threads(1)
     cfg = OmegaConf.create(cfg_dict)
     summary = train_and_evaluate(cfg, init_distributed(cfg.experiment.device), what=what, resume=resume)
-    if not summary.metrics:
-        raise ConfigError(
-            f"run '{name}': validation split '{cfg.data.val_split}' has no masks, so there is "
-            "no mIoU to report (demo and ablate need a split with ground truth)"
-        )
+    # run_eval leaves out every mode whose split has no masks (all of them without val masks).
     missing = [mode for mode in what if mode not in summary.metrics]
     if missing:
         split = summary.trainer.eval_split(missing[0])
+        key = "data.val_split" if split == str(cfg.data.val_split) else "eval.cam_split"
         raise ConfigError(
-            f"run '{name}': split '{split}' (eval.cam_split) has no masks, so {'/'.join(missing)} "
-            "mIoU cannot be scored; set eval.cam_split to a split with ground truth, or null "
-            "for the validation split"
+            f"run '{name}': split '{split}' ({key}) has no masks, so {'/'.join(missing)} mIoU "
+            "cannot be scored; demo and ablate need ground truth there (eval.cam_split=null "
+            "scores CAMs and pseudo labels on the validation split)"
         )
     return {
         "name": name,

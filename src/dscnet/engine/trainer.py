@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from dscnet.config import save_config
+from dscnet.data.base import TransformedDataset
 from dscnet.data.build import build_dataset, build_train_loader
 from dscnet.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from dscnet.engine.distributed import DistContext, barrier
@@ -241,7 +242,7 @@ class Trainer:
             return str(cam_split)
         return str(self.cfg.data.val_split)
 
-    def _eval_set(self, split: str):
+    def _eval_set(self, split: str) -> TransformedDataset:
         if split not in self._eval_sets:
             self._eval_sets[split] = build_dataset(self.cfg, split, train=False)
         return self._eval_sets[split]
