@@ -67,7 +67,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for truncated/corrupt files
-        raise CheckpointError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})") from None
+        # Not torch's weights_only advice (re-run with weights_only=False): the wrong fix for
+        # a corrupt file and unsafe for an untrusted one.
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        reason = type(exc).__name__ if "weights_only" in first else f"{type(exc).__name__}: {first}"
+        raise CheckpointError(
+            f"{path}: cannot read checkpoint ({reason}); the file is "
+            "truncated, corrupt or not a dscnet checkpoint (dscnet loads weights only and never "
+            "unpickles code)"
+        ) from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise CheckpointError(f"{path}: not a dscnet checkpoint (no 'model'/'config' entries)")
     return ckpt
