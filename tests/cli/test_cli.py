@@ -42,6 +42,28 @@ def test_train_writes_checkpoint_and_eval_reports_each_protocol(trained: Path, c
     assert "seg/msf_crf" in capsys.readouterr().out
 
 
+def test_threshold_sweeps_checkpoints_and_names_the_best(trained: Path, tmp_path: Path, capsys):
+    ckpt = str(trained / "checkpoints" / "last.pth")
+    out = tmp_path / "sweep.json"
+    args = ["threshold", "--checkpoint", ckpt, ckpt, "--thresholds", "0.3,0.5", "--json", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    sweep = json.loads(out.read_text())
+    assert [r["bg_threshold"] for r in sweep["summary"]] == [0.3, 0.5]
+    assert [r["low"] for r in sweep["summary"]] == pytest.approx([0.2, 0.4])  # the band follows
+    # The same checkpoint twice: the mean is its score, the spread is zero.
+    first = sweep["per_checkpoint"][0]
+    assert [r["miou_std"] for r in sweep["summary"]] == [0.0, 0.0]
+    assert [r["miou"] for r in sweep["summary"]] == pytest.approx([100 * r["miou"] for r in first])
+    best = max(sweep["summary"], key=lambda r: r["miou"])["bg_threshold"]
+    assert f"best: cam.bg_threshold={best:g}" in printed and "mean ± std over 2 checkpoint(s)" in printed
+
+    assert main(["threshold", "--checkpoint", ckpt, "--thresholds", "0.3,abc"]) == 2
+    assert "'abc' is not a number" in capsys.readouterr().err
+    assert main(["threshold", "--checkpoint", ckpt, "--thresholds", "0.3,1.5"]) == 2
+    assert "1.5 lies outside [0, 1]" in capsys.readouterr().err
+
+
 def test_predict_pseudo_export_report(trained: Path, tmp_path: Path):
     ckpt = str(trained / "checkpoints" / "last.pth")
     images = tmp_path / "images"

@@ -10,7 +10,7 @@ from dscnet import __version__
 from dscnet.errors import DscnetError
 
 # Each sub-command lives in its own module with ``add_parser(subparsers)`` and ``run(args)``.
-COMMANDS = ("demo", "train", "eval", "ablate", "data", "predict", "pseudo", "report", "export")
+COMMANDS = ("demo", "train", "eval", "threshold", "ablate", "data", "predict", "pseudo", "report", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
