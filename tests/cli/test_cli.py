@@ -62,6 +62,8 @@ def test_threshold_sweeps_checkpoints_and_names_the_best(trained: Path, tmp_path
     assert "'abc' is not a number" in capsys.readouterr().err
     assert main(["threshold", "--checkpoint", ckpt, "--thresholds", "0.3,1.5"]) == 2
     assert "1.5 lies outside [0, 1]" in capsys.readouterr().err
+    assert main(["threshold", "--checkpoint", ckpt, "--band", "-0.1"]) == 2
+    assert "--band must be >= 0" in capsys.readouterr().err
 
 
 def test_predict_pseudo_export_report(trained: Path, tmp_path: Path):

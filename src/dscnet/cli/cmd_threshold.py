@@ -81,7 +81,8 @@ def format_sweep(rows: list[dict], what: str, n: int) -> str:
 
 def run(args: argparse.Namespace) -> int:
     thresholds = parse_thresholds(args.thresholds)
-    band_around(0.5, args.band)
+    if args.band < 0:
+        raise ConfigError(f"--band must be >= 0 (half-width of the uncertain band), got {args.band}")
     device = resolve_device(args.device)
     per_checkpoint, names = [], None
     for path in args.checkpoint:
