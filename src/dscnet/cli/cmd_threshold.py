@@ -55,7 +55,7 @@ def summarise(per_checkpoint: list[list[dict]]) -> list[dict]:
     rows = []
     for i, first in enumerate(per_checkpoint[0]):
         row = {k: first[k] for k in ("bg_threshold", "low", "high")}
-        for key in first.keys() - row.keys():
+        for key in (k for k in first if k not in row):  # first's order: stable JSON
             values = [100 * scores[i][key] for scores in per_checkpoint]
             row[key] = statistics.fmean(values)
             row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
