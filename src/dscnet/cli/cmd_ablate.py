@@ -13,7 +13,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from dscnet.cli.common import add_config_args, config_from_args
+from dscnet.cli.common import add_config_args, config_from_args, mean_std
 from dscnet.config import apply_overrides
 from dscnet.engine.experiment import Job, RunView, run_jobs
 from dscnet.errors import ConfigError
@@ -70,10 +70,6 @@ def row_overrides(row: str) -> list[str]:
     ]
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def format_table(
     results: dict[str, dict[str, list[float]]], seeds: int, splits: dict[str, str] | None = None
 ) -> str:
@@ -87,7 +83,7 @@ def format_table(
     for row, vals in results.items():
         cells = []
         for key, _ in METRICS:
-            mean, std = _mean_std(vals[key])
+            mean, std = mean_std(vals[key])
             cells.append(f"{100 * mean:.2f} ± {100 * std:.2f}")
         rel = statistics.fmean(vals["step_seconds"]) / base_time if base_time else float("nan")
         lines.append(f"| {row} | " + " | ".join(cells) + f" | {rel:.2f}× |")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
 
+from dscnet.cli.common import mean_std
 from dscnet.config import apply_overrides
 from dscnet.data.build import build_dataset
 from dscnet.engine.checkpoint import load_model_from_checkpoint
@@ -56,9 +56,7 @@ def summarise(per_checkpoint: list[list[dict]]) -> list[dict]:
     for i, first in enumerate(per_checkpoint[0]):
         row = {k: first[k] for k in ("bg_threshold", "low", "high")}
         for key in (k for k in first if k not in row):  # first's order: stable JSON
-            values = [100 * scores[i][key] for scores in per_checkpoint]
-            row[key] = statistics.fmean(values)
-            row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+            row[key], row[f"{key}_std"] = mean_std([100 * scores[i][key] for scores in per_checkpoint])
         rows.append(row)
     return rows
 
