@@ -79,6 +79,20 @@ def test_sweep_matches_evaluate_with_the_same_settings():
     assert cam_row["miou"] == pytest.approx(1.0) and "coverage" not in cam_row
 
 
+def test_one_pass_sweep_matches_evaluate_with_par_at_half_size():
+    # PAR and the half-size refinement run once per batch in the sweep, per threshold in evaluate.
+    cfg = load_config("synth_cpu", ["cam.par.num_iter=3", "cam.par.dilations=[1,2]", "data.num_workers=0", "eval.batch_size=2"])
+    data = [dict(d, image=d["image"].repeat_interleave(2, 1).repeat_interleave(2, 2) + 0.1 * i,
+                 mask=d["mask"].repeat_interleave(2, 0).repeat_interleave(2, 1)) for i, d in enumerate(ramp_dataset())]
+    rows = sweep_bg_threshold(RampCAM(), data, cfg, [0.3, 0.45, 0.6], band=0.1)
+    for row in rows:
+        direct = evaluate(RampCAM(), data, with_threshold(cfg, row["bg_threshold"], 0.1), what="pseudo").metrics
+        assert (row["miou"], row["confident_miou"], row["coverage"]) == pytest.approx(
+            (direct["miou"], direct["confident_miou"], direct["coverage"])
+        )
+    assert len({round(r["miou"], 6) for r in rows}) == 3  # the thresholds do differ
+
+
 def test_sweep_rejects_bad_requests():
     with pytest.raises(ConfigError, match="no background threshold"):
         sweep_bg_threshold(RampCAM(), ramp_dataset(), ramp_config(), [])

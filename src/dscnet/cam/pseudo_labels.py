@@ -40,6 +40,72 @@ def _check_thresholds(bg_threshold: float, low: float | None, high: float | None
 
 
 @torch.no_grad()
+def top_tagged_scores(
+    cams: torch.Tensor,
+    tags: torch.Tensor,
+    par: PAR | None = None,
+    image: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The threshold-free half of :func:`make_pseudo_labels`: ``(top, cls)``, each ``[B, H, W]``.
+
+    ``top`` is the highest (PAR-refined, when ``par`` is given) CAM score among the image's
+    tagged classes, ``cls`` its class (1..C; 0 where the image has no tag, with ``top = -inf``).
+    A threshold sweep computes this once and applies :func:`labels_from_top_scores` per threshold.
+
+    Raises:
+        ValueError: shape mismatch, or ``par`` given without ``image``.
+    """
+    if cams.dim() != 4 or tags.shape != cams.shape[:2]:
+        raise ValueError(
+            f"expected cams [B, C, H, W] and tags [B, C]; got {tuple(cams.shape)} and "
+            f"{tuple(tags.shape)}"
+        )
+    if par is not None and image is None:
+        raise ValueError("make_pseudo_labels: PAR refinement needs the image")
+    b, _, h, w = cams.shape
+    tagged = tags.to(cams.device) > 0
+    num_tagged = int(tagged.sum(dim=1).max()) if b else 0
+    if num_tagged == 0:
+        empty = torch.full((b, h, w), float("-inf"), dtype=cams.dtype, device=cams.device)
+        return empty, torch.zeros((b, h, w), dtype=torch.long, device=cams.device)
+
+    # Tagged classes first (stable sort keeps class order), then padding slots.
+    order = torch.argsort(tagged.to(torch.uint8), dim=1, descending=True, stable=True)
+    order = order[:, :num_tagged]  # [B, T] class indices
+    valid = torch.gather(tagged, 1, order)  # [B, T] False on padding slots
+    scores = torch.gather(cams, 1, order[:, :, None, None].expand(b, num_tagged, h, w))
+    scores = scores * valid[:, :, None, None].to(scores.dtype)
+    if par is not None:
+        scores = par(image, scores)
+    # Padding slots can never win, even against a threshold of 0.
+    scores = scores.masked_fill(~valid[:, :, None, None], float("-inf"))
+
+    top, slot = scores.max(dim=1)  # [B, H, W]
+    cls = torch.gather(order, 1, slot.flatten(1)).view(b, h, w) + 1
+    return top, cls
+
+
+def labels_from_top_scores(
+    top: torch.Tensor,
+    cls: torch.Tensor,
+    bg_threshold: float = 0.45,
+    low: float | None = 0.35,
+    high: float | None = 0.55,
+    ignore_index: int = 255,
+) -> torch.Tensor:
+    """The decision half of :func:`make_pseudo_labels` on :func:`top_tagged_scores`' output.
+
+    Raises:
+        ConfigError: a threshold outside ``[0, 1]`` or ``low > high``.
+    """
+    _check_thresholds(bg_threshold, low, high)
+    labels = torch.where(top > bg_threshold, cls, torch.zeros_like(cls))
+    if low is not None and high is not None:
+        labels[(top > low) & (top < high)] = ignore_index
+    return labels
+
+
+@torch.no_grad()
 def make_pseudo_labels(
     cams: torch.Tensor,
     tags: torch.Tensor,
@@ -68,34 +134,6 @@ def make_pseudo_labels(
         ConfigError: a threshold outside ``[0, 1]`` or ``low > high``.
         ValueError: shape mismatch, or ``par`` given without ``image``.
     """
-    _check_thresholds(bg_threshold, low, high)
-    if cams.dim() != 4 or tags.shape != cams.shape[:2]:
-        raise ValueError(
-            f"expected cams [B, C, H, W] and tags [B, C]; got {tuple(cams.shape)} and "
-            f"{tuple(tags.shape)}"
-        )
-    if par is not None and image is None:
-        raise ValueError("make_pseudo_labels: PAR refinement needs the image")
-    b, _, h, w = cams.shape
-    tagged = tags.to(cams.device) > 0
-    num_tagged = int(tagged.sum(dim=1).max()) if b else 0
-    if num_tagged == 0:
-        return torch.zeros((b, h, w), dtype=torch.long, device=cams.device)
-
-    # Tagged classes first (stable sort keeps class order), then padding slots.
-    order = torch.argsort(tagged.to(torch.uint8), dim=1, descending=True, stable=True)
-    order = order[:, :num_tagged]  # [B, T] class indices
-    valid = torch.gather(tagged, 1, order)  # [B, T] False on padding slots
-    scores = torch.gather(cams, 1, order[:, :, None, None].expand(b, num_tagged, h, w))
-    scores = scores * valid[:, :, None, None].to(scores.dtype)
-    if par is not None:
-        scores = par(image, scores)
-    # Padding slots can never win, even against a threshold of 0.
-    scores = scores.masked_fill(~valid[:, :, None, None], float("-inf"))
-
-    top, slot = scores.max(dim=1)  # [B, H, W]
-    cls = torch.gather(order, 1, slot.flatten(1)).view(b, h, w) + 1
-    labels = torch.where(top > bg_threshold, cls, torch.zeros_like(cls))
-    if low is not None and high is not None:
-        labels[(top > low) & (top < high)] = ignore_index
-    return labels
+    _check_thresholds(bg_threshold, low, high)  # before PAR's work
+    top, cls = top_tagged_scores(cams, tags, par=par, image=image)
+    return labels_from_top_scores(top, cls, bg_threshold, low, high, ignore_index)

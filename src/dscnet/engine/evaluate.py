@@ -43,6 +43,47 @@ class EvalResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class LabelScore:
+    """Confusion matrix of one evaluation, summed across ranks by :meth:`compute`.
+
+    With ``uncertain=True`` (pseudo labels) predictions may hold ``ignore_index``: those
+    pixels count as background in ``miou``, are left out of ``confident_miou``, and
+    ``coverage`` is the share of labelled pixels that are not uncertain.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int, device: torch.device, uncertain: bool = False) -> None:
+        self.ignore_index = ignore_index
+        self.uncertain = uncertain
+        self.confusion = ConfusionMatrix(num_classes, ignore_index=ignore_index, device=device)
+        self.confident = ConfusionMatrix(num_classes, ignore_index=ignore_index, device=device)
+        self.counts = torch.zeros(2, dtype=torch.float64, device=device)  # covered, labelled
+
+    def update(self, pred: torch.Tensor, masks: torch.Tensor) -> None:
+        if not self.uncertain:
+            self.confusion.update(pred, masks)
+            return
+        uncertain = pred == self.ignore_index
+        pred = pred.masked_fill(uncertain, 0)
+        self.confusion.update(pred, masks)
+        self.confident.update(pred, masks.masked_fill(uncertain, self.ignore_index))
+        valid = masks != self.ignore_index
+        self.counts[0] += (valid & ~uncertain).sum()
+        self.counts[1] += valid.sum()
+
+    def compute(self) -> dict[str, Any]:
+        """``ConfusionMatrix.compute()`` over all ranks, plus ``confident_miou`` and
+        ``coverage`` for pseudo labels."""
+        self.confusion.all_reduce()
+        metrics = self.confusion.compute()
+        if self.uncertain:
+            self.confident.all_reduce()
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.all_reduce(self.counts)
+            metrics["confident_miou"] = self.confident.compute()["miou"]
+            metrics["coverage"] = float(self.counts[0] / self.counts[1].clamp(min=1))
+        return metrics
+
+
 def _crf_refine(images: torch.Tensor, probs: torch.Tensor, cfg: DictConfig) -> torch.Tensor:
     from dscnet.inference.crf import crf_map
 
@@ -78,10 +119,7 @@ def evaluate(
         raise ValueError(f"unknown evaluation mode '{what}' (choose from {', '.join(EVAL_MODES)})")
     device = device or next(model.parameters()).device
     num_classes = model.num_classes + 1
-    confusion = ConfusionMatrix(num_classes, ignore_index=int(cfg.data.ignore_index), device=device)
-    confident = ConfusionMatrix(num_classes, ignore_index=int(cfg.data.ignore_index), device=device)
-    covered = torch.zeros((), dtype=torch.float64, device=device)
-    labelled = torch.zeros((), dtype=torch.float64, device=device)
+    score = LabelScore(num_classes, int(cfg.data.ignore_index), device, uncertain=what == "pseudo")
     objective = DSCLObjective(cfg, model.num_classes).to(device) if what == "pseudo" else None
     was_training = model.training
     model.eval()
@@ -94,30 +132,13 @@ def evaluate(
             probs = segment_probs(model, images, scales=scales, flip=flip)
             if crf:
                 probs = _crf_refine(images, probs, cfg)
-            pred = probs.argmax(1)
+            score.update(probs.argmax(1), masks)
         elif what == "cam":
             cams = cam_maps(model, images, tags, scales=scales, flip=flip)
-            pred = cams_with_background(cams, float(cfg.cam.bg_threshold)).argmax(1)
+            score.update(cams_with_background(cams, float(cfg.cam.bg_threshold)).argmax(1), masks)
         else:
-            cam_logits = model.cam(images)
-            labels = objective.pseudo_labels(cam_logits, images, tags)
-            uncertain = labels == objective.ignore_index
-            pred = labels.masked_fill(uncertain, 0)
-            valid = masks != objective.ignore_index
-            confident.update(labels.masked_fill(uncertain, 0), masks.masked_fill(uncertain, 255))
-            covered += (valid & ~uncertain).sum()
-            labelled += valid.sum()
-        confusion.update(pred, masks)
+            score.update(objective.pseudo_labels(model.cam(images), images, tags), masks)
     model.train(was_training)
 
-    confusion.all_reduce()
-    metrics = confusion.compute()
     extra: dict[str, Any] = {"what": what, "scales": list(scales), "flip": flip, "crf": crf}
-    if what == "pseudo":
-        confident.all_reduce()
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(covered)
-            torch.distributed.all_reduce(labelled)
-        metrics["confident_miou"] = confident.compute()["miou"]
-        metrics["coverage"] = float(covered / labelled.clamp(min=1))
-    return EvalResult(what, metrics, confusion, extra)
+    return EvalResult(what, score.compute(), score.confusion, extra)

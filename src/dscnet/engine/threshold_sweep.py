@@ -21,8 +21,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from dscnet.engine.evaluate import evaluate
+from dscnet.cam.cams import cams_with_background
+from dscnet.data.build import build_eval_loader
+from dscnet.engine.evaluate import LabelScore
 from dscnet.errors import ConfigError
+from dscnet.inference.multiscale import cam_maps
+from dscnet.losses.dscl import DSCLObjective
+from dscnet.utils.progress import progress_iter
 
 SWEEP_MODES = ("pseudo", "cam")
 
@@ -61,7 +66,11 @@ def sweep_bg_threshold(
     device: torch.device | None = None,
     progress: bool = False,
 ) -> list[dict[str, Any]]:
-    """Score ``model`` on ``dataset`` at every background threshold.
+    """Score ``model`` on ``dataset`` at every background threshold, in one pass.
+
+    Each batch's CAMs (and, for ``pseudo``, their PAR refinement) are computed once; only the
+    threshold decision runs per candidate. The scores equal those of
+    :func:`~dscnet.engine.evaluate.evaluate` on :func:`with_threshold`'s config (tested).
 
     Args:
         model, dataset, cfg: as for :func:`~dscnet.engine.evaluate.evaluate`.
@@ -78,11 +87,32 @@ def sweep_bg_threshold(
         raise ConfigError(f"unknown sweep mode '{what}' (choose from {', '.join(SWEEP_MODES)})")
     if not thresholds:
         raise ConfigError("no background threshold to sweep")
+    candidates = [(float(t), *band_around(float(t), band)) for t in thresholds]
+    device = device or next(model.parameters()).device
+    ignore_index = int(cfg.data.ignore_index)
+    pseudo = what == "pseudo"
+    scores = [
+        LabelScore(model.num_classes + 1, ignore_index, device, uncertain=pseudo) for _ in candidates
+    ]
+    objective = DSCLObjective(cfg, model.num_classes).to(device) if pseudo else None
+    was_training = model.training
+    model.eval()
+    loader = build_eval_loader(cfg, dataset)
+    for batch in progress_iter(loader, f"sweep {what}", enabled=progress):
+        images, masks, tags = (batch[k].to(device) for k in ("image", "mask", "tags"))
+        if pseudo:
+            top, cls = objective.top_scores(model.cam(images), images, tags)
+            for score, t in zip(scores, candidates):
+                score.update(objective.labels_from_top(top, cls, tuple(images.shape[-2:]), t), masks)
+        else:
+            cams = cam_maps(model, images, tags)
+            for score, (t, _, _) in zip(scores, candidates):
+                score.update(cams_with_background(cams, t).argmax(1), masks)
+    model.train(was_training)
     rows = []
-    for t in thresholds:
-        swept = with_threshold(cfg, float(t), band)
-        res = evaluate(model, dataset, swept, what=what, device=device, progress=progress)
-        row = {"bg_threshold": float(t), "low": swept.cam.low, "high": swept.cam.high}
-        row.update({k: res.metrics[k] for k in ("miou", "confident_miou", "coverage") if k in res.metrics})
+    for score, (t, low, high) in zip(scores, candidates):
+        metrics = score.compute()
+        row = {"bg_threshold": t, "low": low, "high": high}
+        row.update({k: metrics[k] for k in ("miou", "confident_miou", "coverage") if k in metrics})
         rows.append(row)
     return rows

@@ -20,7 +20,7 @@ from torch import nn
 
 from dscnet.cam.cams import cams_from_logits
 from dscnet.cam.par import PAR
-from dscnet.cam.pseudo_labels import make_pseudo_labels
+from dscnet.cam.pseudo_labels import labels_from_top_scores, top_tagged_scores
 from dscnet.data.transforms import denormalize
 from dscnet.losses.classification import multilabel_soft_margin_loss
 from dscnet.losses.cross_stream import CrossStreamContrast
@@ -118,6 +118,32 @@ class DSCLObjective(nn.Module):
         self.w_cross = float(loss.cross.weight)
 
     @torch.no_grad()
+    def top_scores(
+        self, cam_logits: torch.Tensor, images: torch.Tensor, tags: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The threshold-free part of :meth:`pseudo_labels`: PAR-refined top tagged score and
+        its class, at ``cam.par.scale`` of the input size (see :func:`top_tagged_scores`)."""
+        size = tuple(max(1, round(s * self.par_scale)) for s in images.shape[-2:])
+        cams = cams_from_logits(cam_logits.detach().float(), tags, size=size)
+        rgb = denormalize(images.detach().float(), self.mean, self.std)
+        return top_tagged_scores(cams, tags, par=self.par, image=rgb)
+
+    def labels_from_top(
+        self,
+        top: torch.Tensor,
+        cls: torch.Tensor,
+        size: tuple[int, int],
+        thresholds: tuple[float, float, float] | None = None,
+    ) -> torch.Tensor:
+        """Labels ``[B, *size]`` from :meth:`top_scores`' output, at ``(bg_threshold, low,
+        high)`` (default: the config's), upsampled with nearest neighbour."""
+        bg, low, high = thresholds or (self.bg_threshold, self.low, self.high)
+        labels = labels_from_top_scores(top, cls, bg, low, high, self.ignore_index)
+        if tuple(labels.shape[-2:]) != tuple(size):
+            labels = F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0].long()
+        return labels
+
+    @torch.no_grad()
     def pseudo_labels(
         self, cam_logits: torch.Tensor, images: torch.Tensor, tags: torch.Tensor
     ) -> torch.Tensor:
@@ -127,23 +153,8 @@ class DSCLObjective(nn.Module):
         half size: PAR's cost grows with the pixel count); the labels are then upsampled to
         the input size with nearest neighbour.
         """
-        full = images.shape[-2:]
-        size = tuple(max(1, round(s * self.par_scale)) for s in full)
-        cams = cams_from_logits(cam_logits.detach().float(), tags, size=size)
-        rgb = denormalize(images.detach().float(), self.mean, self.std)
-        labels = make_pseudo_labels(
-            cams,
-            tags,
-            bg_threshold=self.bg_threshold,
-            low=self.low,
-            high=self.high,
-            ignore_index=self.ignore_index,
-            par=self.par,
-            image=rgb,
-        )
-        if size != tuple(full):
-            labels = F.interpolate(labels[:, None].float(), size=full, mode="nearest")[:, 0].long()
-        return labels
+        top, cls = self.top_scores(cam_logits, images, tags)
+        return self.labels_from_top(top, cls, tuple(images.shape[-2:]))
 
     def forward(
         self,
