@@ -1,11 +1,11 @@
-"""cams_from_logits / cams_with_background: normalisation, tags, resizing."""
+"""cams_from_logits: normalisation, tags, resizing."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from dscnet.cam import cams_from_logits, cams_with_background
+from dscnet.cam import cams_from_logits
 
 
 def test_max_is_one_for_tagged_classes_and_untagged_are_zero() -> None:
@@ -52,11 +52,3 @@ def test_dtype_and_gradient_follow_input() -> None:
 def test_bad_tags_shape_raises() -> None:
     with pytest.raises(ValueError, match="tags"):
         cams_from_logits(torch.zeros(2, 3, 4, 4), torch.ones(2, 4))
-
-
-def test_cams_with_background_prepends_constant_channel() -> None:
-    cams = torch.rand(2, 3, 4, 5)
-    out = cams_with_background(cams, 0.45)
-    assert out.shape == (2, 4, 4, 5)
-    assert torch.all(out[:, 0] == 0.45)
-    assert torch.equal(out[:, 1:], cams)

@@ -14,8 +14,8 @@ from dscnet.data.build import (
     build_train_loader,
     class_names,
     num_classes,
-    synth_spec,
 )
+from dscnet.data.synth import synth_spec
 from dscnet.errors import ConfigError, DatasetError
 
 SMALL = [
@@ -88,8 +88,10 @@ def test_eval_loader_shards_without_duplicates():
     ds = build_dataset(cfg, "val", train=False)
     seen = []
     for rank in range(3):
-        for batch in build_eval_loader(cfg, ds, rank=rank, world_size=3):
-            assert batch["image"].shape[0] <= 4 and batch["size"].tolist()[0] == [48, 48]
+        for groups in build_eval_loader(cfg, ds, rank=rank, world_size=3):
+            assert len(groups) == 1  # synthetic images share one size: one batch per step
+            batch = groups[0]
+            assert batch["image"].shape[0] <= 4 and tuple(batch["image"].shape[-2:]) == (48, 48)
             seen += batch["index"].tolist()
     assert sorted(seen) == list(range(10))
 
@@ -121,3 +123,24 @@ def test_voc_through_build(tiny_voc):
     )
     with pytest.raises(DatasetError, match="split file not found"):
         build_dataset(cfg, "nosuch", train=False)
+
+
+def test_a_registered_dataset_type_is_built_like_the_built_in_ones(monkeypatch):
+    from dscnet.data import registry
+    from dscnet.data.base import SubsetDataset
+
+    monkeypatch.setattr(registry, "_SOURCES", dict(registry._SOURCES))
+    synth = load_config("base", ["data.synth.num_train=6", "data.synth.num_val=4"])
+
+    @registry.register_dataset("first_images", class_names=lambda cfg: ["background", "x"])
+    def build_first(cfg, split):  # a plug-in: the first 3 images of the synthetic split
+        return SubsetDataset(build_dataset(synth, split, train=False).dataset, range(3))
+
+    cfg = load_config("base", ["data.type=first_images"])
+    assert len(build_dataset(cfg, "val", train=False)) == 3
+    assert class_names(cfg) == ["background", "x"]  # the cheap path, no split read
+    assert "first_images" in registry.list_datasets()
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register_dataset("first_images")(build_first)
+    with pytest.raises(ConfigError, match="choose one of .*first_images"):
+        build_dataset(load_config("base", ["data.type=nope"]), "val", train=False)

@@ -14,7 +14,7 @@ from dscnet.data.base import (
     read_mask,
     tags_from_mask,
 )
-from dscnet.data.palette import colorize_mask, voc_palette
+from dscnet.data.palette import colorize, voc_palette
 from dscnet.errors import DatasetError
 from tests.data.datahelpers import rgb_image, save_palette_png
 
@@ -113,9 +113,9 @@ def test_read_mask_palette_and_grey(tmp_path):
 
 def test_read_mask_decodes_rgb_colour_masks(tmp_path):
     mask = np.array([[0, 1, 15], [255, 20, 7]], dtype=np.uint8)
-    Image.fromarray(colorize_mask(mask)).save(tmp_path / "rgb.png")
+    Image.fromarray(colorize(mask)).save(tmp_path / "rgb.png")
     np.testing.assert_array_equal(read_mask(tmp_path / "rgb.png", num_classes=20), mask)
-    rgb = colorize_mask(mask)
+    rgb = colorize(mask)
     rgb[0, 0] = (1, 2, 3)
     Image.fromarray(rgb).save(tmp_path / "odd.png")
     with pytest.raises(

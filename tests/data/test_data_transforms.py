@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from dscnet.data.transforms import EvalTransform, TrainTransform, denormalize, pad_collate
+from dscnet.data.transforms import EvalTransform, TrainTransform, collate_same_size, denormalize
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -113,26 +113,20 @@ def test_bad_scale_range_is_rejected():
         TrainTransform(16, scale_range=(1.5, 1.0))
 
 
-def test_pad_collate_pads_and_keeps_sizes():
+def test_collate_same_size_never_pads_and_keeps_order():
     t = EvalTransform(MEAN, STD)
     samples = []
-    for n, (h, w) in enumerate([(5, 8), (9, 4)]):
+    for n, (h, w) in enumerate([(5, 8), (9, 4), (5, 8)]):
         img, mask, valid = t(_image(h, w, n), np.ones((h, w), np.uint8))
         samples.append(
-            {
-                "image": img,
-                "tags": torch.ones(3),
-                "mask": mask,
-                "valid": valid,
-                "index": n,
-                "id": f"x{n}",
-            }
+            {"image": img, "tags": torch.ones(3), "mask": mask, "valid": valid, "index": n, "id": f"x{n}"}
         )
-    batch = pad_collate(samples)
-    assert batch["image"].shape == (2, 3, 9, 8) and batch["mask"].shape == (2, 9, 8)
-    assert batch["size"].tolist() == [[5, 8], [9, 4]]
-    assert batch["id"] == ["x0", "x1"] and batch["index"].tolist() == [0, 1]
-    assert (batch["mask"][0, 5:] == 255).all() and (batch["mask"][1, :, 4:] == 255).all()
-    assert int(batch["valid"][0].sum()) == 40 and int(batch["valid"][1].sum()) == 36
-    assert torch.equal(batch["image"][1, :, :9, :4], samples[1]["image"])
-    assert (batch["image"][0, :, 5:] == 0).all()
+    first, second = collate_same_size(samples)
+    # One batch per size, in order of first appearance; items keep their order inside it.
+    assert first["image"].shape == (2, 3, 5, 8) and first["mask"].shape == (2, 5, 8)
+    assert first["id"] == ["x0", "x2"] and first["index"].tolist() == [0, 2]
+    assert second["image"].shape == (1, 3, 9, 4) and second["id"] == ["x1"]
+    assert torch.equal(first["image"][1], samples[2]["image"]) and bool(first["valid"].all())
+    # A dataset that leaves "valid" out gets all-True masks.
+    del samples[1]["valid"]
+    assert bool(collate_same_size(samples[1:2])[0]["valid"].all())

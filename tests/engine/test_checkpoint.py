@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from dscnet.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from dscnet.engine.checkpoint import rng_state, save_checkpoint, set_rng_state
 from dscnet.errors import CheckpointError
+from dscnet.models.loading import load_checkpoint
 from dscnet.utils.io import atomic_write
 
 

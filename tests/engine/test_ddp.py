@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from dscnet.cam.labeler import build_pseudo_labeler
 from dscnet.data.build import build_dataset
 from dscnet.engine.distributed import DistContext
 from dscnet.engine.evaluate import evaluate
@@ -35,7 +36,7 @@ def _setup(tmp: Path):
     for m in model.modules():  # dropout would draw different masks in the two set-ups
         if isinstance(m, torch.nn.modules.dropout._DropoutNd):
             m.p = 0.0
-    objective = DSCLObjective(cfg, data.num_classes)
+    objective = DSCLObjective(cfg, data.num_classes, build_pseudo_labeler(cfg))
     # A sharp random classifier, so that the untrained model predicts many classes and the
     # metric comparison below is not trivially "everything is one class".
     last_conv = [m for m in model.seg_head.modules() if isinstance(m, torch.nn.Conv2d)][-1]

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from dscnet.engine.checkpoint import load_checkpoint
 from dscnet.engine.distributed import init_distributed
 from dscnet.engine.trainer import Trainer
 from dscnet.errors import NonFiniteLossError
+from dscnet.models.loading import load_checkpoint
 from tests.conftest import tiny_config
 
 

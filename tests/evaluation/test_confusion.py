@@ -221,3 +221,31 @@ def test_all_reduce_sums_over_two_gloo_processes(tmp_path) -> None:
         expected.update(*_rank_data(rank))
     for rank in range(2):
         np.testing.assert_array_equal(np.load(tmp_path / f"rank{rank}.npy"), expected.numpy())
+
+
+def test_miou_counts_a_class_that_is_predicted_but_absent_from_the_truth() -> None:
+    """mIoU = mean IoU over classes whose union (truth or prediction) is non-empty
+    (mmsegmentation's rule; docs/METHOD.md §4). AFA/ToCo's scorer averages over the classes
+    present in the truth only: on this case the two differ, so the rule is pinned down."""
+    rng = np.random.default_rng(3)
+    truth = rng.integers(0, 2, size=(2, 9, 11))  # classes 0 and 1 only
+    pred = truth.copy()
+    pred[0, :3, :4] = 2  # class 2 predicted, never in the truth
+    pred[1, 5:, 6:] = 1 - pred[1, 5:, 6:]  # some plain mistakes
+    truth[0, 0, 0] = 255  # ignored pixel
+    cm = ConfusionMatrix(4)  # class 3: neither predicted nor in the truth
+    cm.update(torch.from_numpy(pred), torch.from_numpy(truth))
+
+    keep = truth != 255
+    t, p = truth[keep], pred[keep]
+    ious = {}
+    for c in range(4):
+        union = np.sum((t == c) | (p == c))
+        if union:
+            ious[c] = np.sum((t == c) & (p == c)) / union
+    assert set(ious) == {0, 1, 2} and ious[2] == 0.0
+    metrics = cm.compute()
+    assert metrics["miou"] == pytest.approx(np.mean(list(ious.values())))
+    assert np.isnan(metrics["iou"][3])
+    gt_classes_only = np.mean([ious[c] for c in (0, 1)])  # AFA's rule
+    assert metrics["miou"] < gt_classes_only

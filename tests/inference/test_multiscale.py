@@ -6,7 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dscnet.inference.multiscale import cam_maps, multiscale_predict, segment_probs
+from dscnet.cam.cams import cam_maps
+from dscnet.inference.multiscale import segment_probs
+from dscnet.utils.tta import multiscale_predict
 
 
 def _images(b: int = 2, h: int = 20, w: int = 28) -> torch.Tensor:
@@ -117,5 +119,5 @@ def test_bad_mode_and_shapes_are_refused(colour_model) -> None:
         multiscale_predict(_ramp_fn, _images(), mode="mean")
     with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
         multiscale_predict(_ramp_fn, torch.zeros(3, 8, 8))
-    with pytest.raises(ValueError, match="tags shape"):
+    with pytest.raises(ValueError, match="tags must be"):
         cam_maps(colour_model, _images(2), torch.ones(2, 5))

@@ -88,14 +88,14 @@ def test_without_par_the_border_is_uncertain(colour_model, cfg, tmp_path) -> Non
     assert metrics is not None
     assert 0.01 < metrics["ignore_fraction"] < 0.2
     # Uncertain pixels count as background in `miou`, and are left out of `miou_confident`.
-    assert metrics["miou"] < 0.99 and metrics["miou_confident"] > metrics["miou"]
+    assert metrics["miou"] < 0.99 and metrics["confident_miou"] > metrics["miou"]
     assert 255 in _png(tmp_path / "red_0.png")
 
 
 def test_fill_ignore_and_no_masks(colour_model, cfg, tmp_path) -> None:
     result = export_pseudo_labels(
         colour_model, SquaresDataset(with_masks=False), tmp_path, cfg,
-        fill_ignore=True, scales=[1.0], flip=False, batch_size=2, progress=False,
+        fill_ignore=True, scales=[1.0], flip=False, progress=False,
     )
     assert result is None and not (tmp_path / "pseudo_metrics.json").exists()
     red = _png(tmp_path / "red_0.png")

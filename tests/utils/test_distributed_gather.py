@@ -1,6 +1,6 @@
 """Gather helpers: no-ops on one process; 2 gloo ranks reproduce the single-process losses.
 
-The exact equality implemented (docs/METHOD_streams.md, "DDP"): every rank loss is
+The exact equality implemented (docs/METHOD.md §2, "DDP"): every rank loss is
 ``world_size * (sum of its anchors' losses) / (valid anchors over all ranks)``, with keys
 gathered from all ranks. Hence, for the same data split into rank batches:
 - mean over ranks of the rank losses == single-process loss on the concatenated batch;

@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
+from dscnet.data.palette import VOC_PALETTE
 from dscnet.visualize import (
-    VOC_PALETTE,
     as_rgb_uint8,
     cam_heatmap,
     example_strip,

@@ -1,7 +1,15 @@
-"""CAMs, pixel-adaptive refinement (PAR) and online pseudo labels (METHOD.md §1)."""
+"""CAMs, pixel-adaptive refinement (PAR) and the pseudo labeller (docs/METHOD.md §1)."""
 
-from dscnet.cam.cams import cams_from_logits, cams_with_background
+from dscnet.cam.cams import cam_maps, cams_from_logits
+from dscnet.cam.labeler import PseudoLabeler, Thresholds, build_pseudo_labeler, decide
 from dscnet.cam.par import PAR
-from dscnet.cam.pseudo_labels import make_pseudo_labels
 
-__all__ = ["PAR", "cams_from_logits", "cams_with_background", "make_pseudo_labels"]
+__all__ = [
+    "PAR",
+    "PseudoLabeler",
+    "Thresholds",
+    "build_pseudo_labeler",
+    "cam_maps",
+    "cams_from_logits",
+    "decide",
+]

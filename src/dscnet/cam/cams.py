@@ -1,17 +1,23 @@
-"""Class activation maps from the classifier's CAM logits (METHOD.md §1).
+"""Class activation maps from the classifier's CAM logits (docs/METHOD.md §1).
 
 ``M_c = ReLU(W_c · F)``, max-normalised per image and class, with the classes that are not
-in the image's tags set to zero.
+in the image's tags set to zero: from one pass's logits (:func:`cams_from_logits`) or
+averaged over scales and flips (:func:`cam_maps`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-# Added to the per-map maximum before dividing (as AFA): a map whose maximum is far below
-# this is treated as noise and stays near zero instead of being blown up to 1.
-CAM_EPS = 1e-5
+# CAM_EPS is added to the per-map maximum before dividing (as AFA): a map whose maximum is
+# far below it is treated as noise and stays near zero instead of being blown up to 1.
+from dscnet.utils.tta import CAM_EPS, multiscale_predict
+
+__all__ = ["CAM_EPS", "cam_maps", "cams_from_logits", "mask_untagged"]
 
 
 def cams_from_logits(
@@ -44,23 +50,41 @@ def cams_from_logits(
         cams = F.interpolate(cams, size=tuple(size), mode="bilinear", align_corners=False)
     peak = cams.amax(dim=(-2, -1), keepdim=True)
     cams = cams / (peak + CAM_EPS)
-    if tags is not None:
-        if tags.shape != cam_logits.shape[:2]:
-            raise ValueError(
-                f"tags must be [B, C] = {tuple(cam_logits.shape[:2])}, got {tuple(tags.shape)}"
-            )
-        keep = (tags > 0).to(device=cams.device, dtype=cams.dtype)
-        cams = cams * keep[:, :, None, None]
-    return cams
+    return mask_untagged(cams, tags)
 
 
-def cams_with_background(cams: torch.Tensor, bg_threshold: float) -> torch.Tensor:
-    """Prepend a constant background score: ``[B, C, H, W] -> [B, C+1, H, W]``.
+def mask_untagged(cams: torch.Tensor, tags: torch.Tensor | None) -> torch.Tensor:
+    """Zero the channels of classes whose tag is 0 (``tags=None`` keeps every class)."""
+    if tags is None:
+        return cams
+    if tags.shape != cams.shape[:2]:
+        raise ValueError(f"tags must be [B, C] = {tuple(cams.shape[:2])}, got {tuple(tags.shape)}")
+    keep = (tags > 0).to(device=cams.device, dtype=cams.dtype)
+    return cams * keep[:, :, None, None]
 
-    Channel 0 is ``bg_threshold`` everywhere, so ``argmax`` over the result is the plain
-    (band-free) pseudo label: background wherever no class beats the threshold (ties go to
-    background, since ``argmax`` returns the first maximum).
+
+@torch.no_grad()
+def cam_maps(
+    model: nn.Module,
+    images: torch.Tensor,
+    tags: torch.Tensor | None = None,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    out_size: tuple[int, int] | None = None,
+    size_divisor: int = 1,
+) -> torch.Tensor:
+    """Max-normalised CAMs ``[B, C, H, W]`` in [0, 1] from ``model.cam``, averaged over
+    ``scales`` (and left-right flips) at ``out_size`` (default: the input size).
+
+    With one scale and no flip this is :func:`cams_from_logits` of ``model.cam(images)``
+    resized to ``out_size``, to the last bit.
+
+    Args:
+        tags: multi-hot ``[B, C]``; when given, channels of classes not in the tags are
+            zeroed (docs/METHOD.md §1: only tagged classes are kept). ``None`` keeps all classes
+            (for callers that pick classes from the image scores instead of labels).
     """
-    b, _, h, w = cams.shape
-    bg = cams.new_full((b, 1, h, w), float(bg_threshold))
-    return torch.cat([bg, cams], dim=1)
+    cams = multiscale_predict(
+        model.cam, images, scales, flip, out_size=out_size, mode="cam", size_divisor=size_divisor
+    )
+    return mask_untagged(cams, tags)

@@ -1,4 +1,4 @@
-"""``dscnet ablate``: the ablation table of METHOD.md §2 (B, +PGCL, +SGCL, both, DSCNet).
+"""``dscnet ablate``: the ablation table of docs/METHOD.md §2 (B, +PGCL, +SGCL, both, DSCNet).
 
 Every row is the same code path with different switches, trained on the same data and seeds.
 """
@@ -70,7 +70,7 @@ def row_overrides(row: str) -> list[str]:
     ]
 
 
-def format_table(
+def format_ablation_table(
     results: dict[str, dict[str, list[float]]], seeds: int, splits: dict[str, str] | None = None
 ) -> str:
     """Markdown table: mean ± std (in mIoU %) per row and the step time relative to B.
@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         mine = sorted((r for r in done if r["name"] == row), key=lambda r: r["seed"])
         results[row] = {key: [r["metrics"][key]["miou"] for r in mine] for key in WHAT}
         results[row]["step_seconds"] = [r["step_seconds"] for r in mine]
-    table = format_table(results, args.seeds, done[0].get("splits") if done else None)
+    table = format_ablation_table(results, args.seeds, done[0].get("splits") if done else None)
     atomic_write_text(out / "ablation.json", json.dumps({"seeds": args.seeds, "results": results, "runs": done}, indent=2))
     atomic_write_text(out / "ablation.md", table + "\n")
     if "B" in rows and "DSCNet" in rows:

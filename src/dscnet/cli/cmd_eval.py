@@ -8,11 +8,11 @@ from pathlib import Path
 
 from dscnet.config import apply_overrides
 from dscnet.data.build import build_dataset
-from dscnet.engine.checkpoint import load_model_from_checkpoint
 from dscnet.engine.distributed import cleanup_distributed, init_distributed
 from dscnet.engine.evaluate import evaluate
 from dscnet.errors import ConfigError
 from dscnet.evaluation.io import write_metrics
+from dscnet.models.loading import load_model_from_checkpoint
 from dscnet.utils.io import atomic_write_text
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dscnet.engine.checkpoint import load_model_from_checkpoint
 from dscnet.inference.export import export_onnx, export_torchscript
+from dscnet.models.loading import load_model_from_checkpoint
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -7,8 +7,8 @@ import json
 
 from dscnet.config import apply_overrides
 from dscnet.data.build import build_dataset
-from dscnet.engine.checkpoint import load_model_from_checkpoint
 from dscnet.inference.pseudo_export import export_pseudo_labels
+from dscnet.models.loading import load_model_from_checkpoint
 from dscnet.utils.device import resolve_device
 
 

@@ -6,12 +6,13 @@ import argparse
 import json
 from pathlib import Path
 
+from dscnet.cam.labeler import Thresholds
 from dscnet.cli.common import mean_std
 from dscnet.config import apply_overrides
 from dscnet.data.build import build_dataset
-from dscnet.engine.checkpoint import load_model_from_checkpoint
-from dscnet.engine.threshold_sweep import SWEEP_MODES, band_around, sweep_bg_threshold
+from dscnet.engine.threshold_sweep import SWEEP_MODES, sweep_bg_threshold
 from dscnet.errors import ConfigError
+from dscnet.models.loading import load_model_from_checkpoint
 from dscnet.utils.device import resolve_device
 from dscnet.utils.io import atomic_write_text
 
@@ -46,7 +47,7 @@ def parse_thresholds(text: str) -> list[float]:
             values.append(float(item))
         except ValueError:
             raise ConfigError(f"--thresholds: '{item}' is not a number (expected e.g. 0.3,0.35,0.4)") from None
-        band_around(values[-1], 0.0)  # range check with a clear message
+        Thresholds.around(values[-1], 0.0)  # range check with a clear message
     return values
 
 

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig
 
@@ -27,18 +24,6 @@ def add_config_args(parser: argparse.ArgumentParser, default: str | None = "synt
 def config_from_args(args: argparse.Namespace, extra: list[str] | None = None) -> DictConfig:
     """Load ``args.config`` with the command-line overrides (and ``extra`` ones first)."""
     return load_config(args.config, [*(extra or []), *args.overrides])
-
-
-def print_json(data: Any) -> None:
-    """Pretty-print a JSON-able object."""
-    print(json.dumps(data, indent=2, default=str))
-
-
-def ensure_dir(path: str | Path) -> Path:
-    """Create a directory (and parents) and return it."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

@@ -21,26 +21,29 @@ from dscnet.data.build import (
     build_train_transform,
     class_names,
     num_classes,
-    synth_spec,
 )
 from dscnet.data.coco import COCODataset
 from dscnet.data.folder import FolderDataset
-from dscnet.data.palette import colorize_mask, voc_palette
+from dscnet.data.palette import VOC_PALETTE, colorize, save_palette_png, voc_palette
+from dscnet.data.registry import DatasetSource, dataset_source, list_datasets, register_dataset
 from dscnet.data.samplers import GroupBatchSampler
 from dscnet.data.synth import (
     SyntheticDataset,
     SynthSpec,
     generate_sample,
     preview_grid,
+    synth_spec,
     write_synthetic_voc,
 )
-from dscnet.data.transforms import EvalTransform, TrainTransform, denormalize, pad_collate
+from dscnet.data.transforms import EvalTransform, TrainTransform, collate_same_size, denormalize
 from dscnet.data.voc import VOCDataset
 
 __all__ = [
     "IGNORE_INDEX",
+    "VOC_PALETTE",
     "VOC_CLASSES",
     "COCODataset",
+    "DatasetSource",
     "EvalTransform",
     "FolderDataset",
     "GroupBatchSampler",
@@ -58,18 +61,22 @@ __all__ = [
     "build_train_loader",
     "build_train_transform",
     "class_names",
-    "colorize_mask",
+    "dataset_source",
+    "collate_same_size",
+    "colorize",
     "denormalize",
     "drop_untagged",
     "generate_sample",
+    "list_datasets",
     "num_classes",
-    "pad_collate",
     "preview_grid",
     "read_class_file",
     "read_image",
     "read_mask",
+    "register_dataset",
     "synth_spec",
     "tags_from_mask",
+    "save_palette_png",
     "voc_palette",
     "write_synthetic_voc",
 ]

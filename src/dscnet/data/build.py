@@ -2,84 +2,26 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Sampler
 
-from dscnet.data.base import (
-    VOC_CLASSES,
-    TransformedDataset,
-    WSSSDataset,
-    drop_untagged,
-    read_class_file,
-)
+from dscnet.data import coco, folder, synth, voc
+from dscnet.data.base import TransformedDataset, WSSSDataset, drop_untagged
+from dscnet.data.registry import dataset_source
 from dscnet.data.samplers import GroupBatchSampler
-from dscnet.data.synth import SyntheticDataset, SynthSpec
-from dscnet.data.transforms import EvalTransform, TrainTransform, pad_collate
-from dscnet.errors import ConfigError, DatasetError
+from dscnet.data.transforms import EvalTransform, TrainTransform, collate_same_size
 from dscnet.utils.seed import worker_init_fn
 
-DATA_TYPES = ("synth", "synth_photo", "voc", "coco", "folder")
-
-
-def synth_spec(cfg: DictConfig) -> SynthSpec:
-    """The synthetic benchmark's spec; ``data.type=synth_photo`` forces photo backgrounds."""
-    photo = True if cfg.data.type == "synth_photo" else None
-    return SynthSpec.from_config(cfg.data.synth, photo_backgrounds=photo)
-
-
-@functools.lru_cache(maxsize=4)
-def _synthetic(spec: SynthSpec, split: str) -> SyntheticDataset:
-    # Train and eval views of a split share one generated copy (a few seconds to make).
-    return SyntheticDataset(spec, split)
-
-
-def _require_root(cfg: DictConfig) -> str:
-    root = cfg.data.root
-    if root in (None, ""):
-        raise ConfigError(f"data.type={cfg.data.type} needs data.root (the dataset folder)")
-    return str(root)
-
-
-def _coco_files(cfg: DictConfig, split: str) -> tuple[str, str]:
-    coco = cfg.data.coco
-    if split in (cfg.data.val_split, "val"):
-        return coco.val_images, coco.val_annotations
-    if split in (cfg.data.train_split, "train"):
-        return coco.train_images, coco.train_annotations
-    raise DatasetError(
-        f"COCO split '{split}' is unknown: use '{cfg.data.train_split}' (data.coco.train_*) "
-        f"or '{cfg.data.val_split}' (data.coco.val_*)"
-    )
+# Each module registers its data.type(s) with dscnet.data.registry when imported.
+_BUILT_IN = (coco, folder, synth, voc)
 
 
 def build_base_dataset(cfg: DictConfig, split: str) -> WSSSDataset:
-    """The untransformed dataset of ``split`` for ``data.type``."""
-    kind = cfg.data.type
-    if kind in ("synth", "synth_photo"):
-        return _synthetic(synth_spec(cfg), split)
-    if kind == "voc":
-        from dscnet.data.voc import VOCDataset
-
-        return VOCDataset(
-            _require_root(cfg), split, mask_dir=cfg.data.voc.mask_dir,
-            labels_file=cfg.data.voc.labels_file, ignore_index=int(cfg.data.ignore_index),
-        )  # fmt: skip
-    if kind == "coco":
-        from dscnet.data.coco import COCODataset
-
-        images, annotations = _coco_files(cfg, split)
-        return COCODataset(_require_root(cfg), split, images, annotations)
-    if kind == "folder":
-        from dscnet.data.folder import FolderDataset
-
-        # A folder has no splits: every split is the whole folder (it has no masks to score).
-        f = cfg.data.folder
-        return FolderDataset(_require_root(cfg), f.image_dir, f.tags_file, f.class_file)
-    raise ConfigError(f"data.type '{kind}' is unknown (choose one of {', '.join(DATA_TYPES)})")
+    """The untransformed dataset of ``split`` for ``data.type`` (see :mod:`dscnet.data.registry`)."""
+    return dataset_source(str(cfg.data.type)).build(cfg, split)
 
 
 def build_train_transform(cfg: DictConfig) -> TrainTransform:
@@ -115,20 +57,7 @@ def build_dataset(cfg: DictConfig, split: str, train: bool) -> TransformedDatase
 
 def class_names(cfg: DictConfig) -> list[str]:
     """Class names (background first) of the configured dataset, read cheaply when possible."""
-    kind = cfg.data.type
-    if kind in ("synth", "synth_photo"):
-        return synth_spec(cfg).class_names
-    if kind == "voc":
-        from pathlib import Path
-
-        class_file = Path(_require_root(cfg)).expanduser() / "classes.txt"
-        return read_class_file(class_file) if class_file.is_file() else list(VOC_CLASSES)
-    if kind == "folder" and cfg.data.folder.class_file:
-        from pathlib import Path
-
-        path = Path(cfg.data.folder.class_file).expanduser()
-        return read_class_file(path if path.is_absolute() else Path(_require_root(cfg)) / path)
-    return build_base_dataset(cfg, cfg.data.train_split).class_names
+    return dataset_source(str(cfg.data.type)).class_names(cfg)
 
 
 def num_classes(cfg: DictConfig) -> int:
@@ -189,9 +118,9 @@ def build_eval_loader(
 ) -> DataLoader:
     """Ordered loader of ``eval.batch_size`` images, sharded over ranks without duplicates.
 
-    Images of different sizes are padded to the batch's largest (``pad_collate``): crop
-    predictions back with ``batch["size"]`` or score only where ``batch["valid"]``
-    (padding has mask 255, so a confusion matrix that skips 255 needs no cropping).
+    Each element is a *list* of batches, one per image size among those ``eval.batch_size``
+    images (:func:`~dscnet.data.transforms.collate_same_size`): nothing is padded, so every
+    score is independent of the batch size and of which images share a batch.
     """
     workers = int(cfg.data.num_workers)
     return DataLoader(
@@ -200,7 +129,7 @@ def build_eval_loader(
         sampler=ShardSampler(len(dataset), rank, world_size),
         num_workers=workers,
         worker_init_fn=worker_init_fn,
-        collate_fn=functools.partial(pad_collate, ignore_index=int(cfg.data.ignore_index)),
+        collate_fn=collate_same_size,
         # Its own generator: creating the iterator would otherwise draw the workers' base
         # seed from torch's global generator and shift training's random stream.
         generator=torch.Generator().manual_seed(0),

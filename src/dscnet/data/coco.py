@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from omegaconf import DictConfig
 
 from dscnet.data.base import WSSSDataset, read_image
+from dscnet.data.registry import register_dataset, require_root
 from dscnet.errors import DatasetError
 
 
@@ -123,3 +125,20 @@ class COCODataset(WSSSDataset):
 
     def describe(self, index: int) -> str:
         return f"{self.image_dir / self._files[index]} (annotations: {self.source})"
+
+
+# ----------------------------------------------------------------------------- registration
+@register_dataset("coco")
+def build_coco(cfg: DictConfig, split: str) -> COCODataset:
+    """``data.type=coco``: ``data.coco.{train,val}_{images,annotations}`` under ``data.root``."""
+    coco = cfg.data.coco
+    if split in (cfg.data.val_split, "val"):
+        images, annotations = coco.val_images, coco.val_annotations
+    elif split in (cfg.data.train_split, "train"):
+        images, annotations = coco.train_images, coco.train_annotations
+    else:
+        raise DatasetError(
+            f"COCO split '{split}' is unknown: use '{cfg.data.train_split}' (data.coco.train_*) "
+            f"or '{cfg.data.val_split}' (data.coco.val_*)"
+        )
+    return COCODataset(require_root(cfg), split, images, annotations)

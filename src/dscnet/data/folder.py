@@ -22,8 +22,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+from omegaconf import DictConfig
 
 from dscnet.data.base import BACKGROUND_NAMES, WSSSDataset, read_class_file, read_image
+from dscnet.data.registry import register_dataset, require_root
 from dscnet.errors import DatasetError
 
 HEADER_FIRST = ("image", "images", "file", "filename", "file_name", "path", "name")
@@ -172,3 +174,19 @@ class FolderDataset(WSSSDataset):
 
     def describe(self, index: int) -> str:
         return str(self._paths[index])
+
+
+# ----------------------------------------------------------------------------- registration
+def _folder_class_names(cfg: DictConfig) -> list[str]:
+    if not cfg.data.folder.class_file:
+        return build_folder(cfg, str(cfg.data.train_split)).class_names
+    path = Path(cfg.data.folder.class_file).expanduser()
+    return read_class_file(path if path.is_absolute() else Path(require_root(cfg)) / path)
+
+
+@register_dataset("folder", class_names=_folder_class_names)
+def build_folder(cfg: DictConfig, split: str) -> FolderDataset:
+    """``data.type=folder``: images + a tags file. A folder has no splits: every split is the
+    whole folder (it has no masks to score)."""
+    f = cfg.data.folder
+    return FolderDataset(require_root(cfg), f.image_dir, f.tags_file, f.class_file)

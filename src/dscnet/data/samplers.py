@@ -1,7 +1,7 @@
 """The group batch sampler: batches of G groups of K images that share a tag.
 
 DSCNet's cross-image streams need, inside every batch, images that carry a common class
-(METHOD.md, "Groups"). Each step draws, for every group, a class and then K images
+(docs/METHOD.md §2, "Groups"). Each step draws, for every group, a class and then K images
 carrying it. The draw of step ``t`` depends only on ``(seed, t)``, so
 
 - two runs with the same seed see the same batches;

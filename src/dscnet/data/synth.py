@@ -19,6 +19,7 @@ be regenerated alone, identically in any process.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import zlib
@@ -27,10 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from omegaconf import DictConfig
 from PIL import Image, ImageDraw
 
 from dscnet.data.base import WSSSDataset, tags_from_mask
-from dscnet.data.palette import colorize_mask, voc_palette
+from dscnet.data.palette import colorize, voc_palette
+from dscnet.data.registry import register_dataset
 from dscnet.data.synth_draw import (
     DISTRACTOR_SHAPES,
     PHOTOS,
@@ -489,7 +492,7 @@ def preview_grid(
         y = (k // columns) * (cell_h + gap) + gap
         sheet.paste(Image.fromarray(image).resize((tile, tile), Image.BILINEAR), (x, y))
         if mask is not None:
-            colour = Image.fromarray(colorize_mask(mask)).resize((tile, tile), Image.NEAREST)
+            colour = Image.fromarray(colorize(mask)).resize((tile, tile), Image.NEAREST)
             sheet.paste(colour, (x + tile + gap, y))
         names = [dataset.class_names[c + 1] for c in np.flatnonzero(dataset.tags[k])]
         draw.text((x, y + tile + 1), ", ".join(names) or "(no tags)", fill=(0, 0, 0))
@@ -497,3 +500,27 @@ def preview_grid(
     path.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path)
     return path
+
+
+# ----------------------------------------------------------------------------- registration
+def synth_spec(cfg: DictConfig) -> SynthSpec:
+    """The synthetic benchmark's spec; ``data.type=synth_photo`` forces photo backgrounds."""
+    photo = True if cfg.data.type == "synth_photo" else None
+    return SynthSpec.from_config(cfg.data.synth, photo_backgrounds=photo)
+
+
+@functools.lru_cache(maxsize=4)
+def _generated(spec: SynthSpec, split: str) -> SyntheticDataset:
+    # Train and eval views of a split share one generated copy (a few seconds to make).
+    return SyntheticDataset(spec, split)
+
+
+def _synth_class_names(cfg: DictConfig) -> list[str]:
+    return synth_spec(cfg).class_names
+
+
+@register_dataset("synth", class_names=_synth_class_names)
+@register_dataset("synth_photo", class_names=_synth_class_names)
+def build_synthetic(cfg: DictConfig, split: str) -> SyntheticDataset:
+    """``data.type=synth`` (textures) or ``synth_photo`` (photographs): generated in memory."""
+    return _generated(synth_spec(cfg), split)

@@ -1,4 +1,4 @@
-"""Training augmentation, evaluation transform, normalisation and the padding collate.
+"""Training augmentation, evaluation transform, normalisation and the same-size collate.
 
 Transforms take numpy uint8 images/masks and an explicit random generator, so that a
 sample's augmentation is a function of its seed alone (see ``TransformedDataset``).
@@ -6,8 +6,8 @@ sample's augmentation is a function of its seed alone (see ``TransformedDataset`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -15,6 +15,8 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
 from dscnet.data.base import IGNORE_INDEX
+
+T = TypeVar("T")
 
 
 def as_numpy_rng(rng: np.random.Generator | torch.Generator | int | None) -> np.random.Generator:
@@ -159,30 +161,33 @@ class TrainTransform:
         return img[:, sl[0], sl[1]].contiguous(), mask_t[sl].contiguous(), valid[sl].contiguous()
 
 
-def pad_collate(batch: list[dict[str, Any]], ignore_index: int = IGNORE_INDEX) -> dict[str, Any]:
-    """Collate samples of different sizes: pad to the batch's largest height and width.
+def group_by_size(items: Sequence[T], size_of: Callable[[T], tuple[int, ...]]) -> list[list[T]]:
+    """Items grouped by ``size_of(item)``, groups in order of first appearance, items in order
+    inside each group: what may share one forward pass without padding."""
+    groups: dict[tuple[int, ...], list[T]] = {}
+    for item in items:
+        groups.setdefault(tuple(size_of(item)), []).append(item)
+    return list(groups.values())
 
-    Images are padded with 0 (the mean colour), masks with ``ignore_index`` and ``valid``
-    with False at the bottom/right, so predictions can be cropped back with ``size``
-    (long ``[B, 2]``, each image's original height and width).
+
+def collate_same_size(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Collate evaluation samples into batches of equal image size, never padding.
+
+    Returns one batch dict per distinct ``(H, W)`` in ``batch`` (in order of first
+    appearance), each with ``image [B, 3, H, W]``, ``tags [B, C]``, ``mask [B, H, W]``,
+    ``valid [B, H, W]``, ``index [B]`` and ``id`` (list). A network then sees every image at
+    its own size whatever ``eval.batch_size`` is and whichever images share a loader batch,
+    so a score does not depend on them (padding would change predictions near the borders).
     """
-    hs = [int(s["image"].shape[-2]) for s in batch]
-    ws = [int(s["image"].shape[-1]) for s in batch]
-    big_h, big_w = max(hs), max(ws)
-    first = batch[0]["image"]
-    images = first.new_zeros((len(batch), first.shape[0], big_h, big_w))
-    masks = torch.full((len(batch), big_h, big_w), ignore_index, dtype=torch.int64)
-    valid = torch.zeros((len(batch), big_h, big_w), dtype=torch.bool)
-    for b, (s, h, w) in enumerate(zip(batch, hs, ws)):
-        images[b, :, :h, :w] = s["image"]
-        masks[b, :h, :w] = s["mask"]
-        valid[b, :h, :w] = s["valid"] if "valid" in s else True
-    return {
-        "image": images,
-        "tags": torch.stack([s["tags"] for s in batch]),
-        "mask": masks,
-        "valid": valid,
-        "index": torch.tensor([int(s["index"]) for s in batch], dtype=torch.int64),
-        "id": [s["id"] for s in batch],
-        "size": torch.tensor(list(zip(hs, ws)), dtype=torch.int64),
-    }
+    return [
+        {
+            "image": torch.stack([s["image"] for s in items]),
+            "tags": torch.stack([s["tags"] for s in items]),
+            "mask": torch.stack([s["mask"] for s in items]),
+            # Datasets other than TransformedDataset may leave "valid" out: every pixel is real.
+            "valid": torch.stack([s.get("valid", torch.ones(s["mask"].shape, dtype=torch.bool)) for s in items]),
+            "index": torch.tensor([int(s["index"]) for s in items], dtype=torch.int64),
+            "id": [s["id"] for s in items],
+        }
+        for items in group_by_size(batch, lambda s: s["image"].shape[-2:])
+    ]

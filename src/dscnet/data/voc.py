@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from omegaconf import DictConfig
 
 from dscnet.data.base import (
     VOC_CLASSES,
@@ -30,6 +31,7 @@ from dscnet.data.base import (
     read_mask,
     tags_from_mask,
 )
+from dscnet.data.registry import register_dataset, require_root
 from dscnet.errors import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -272,3 +274,18 @@ class VOCDataset(WSSSDataset):
 
     def describe(self, index: int) -> str:
         return str(self._image_paths[index])
+
+
+# ----------------------------------------------------------------------------- registration
+def _voc_class_names(cfg: DictConfig) -> list[str]:
+    class_file = Path(require_root(cfg)).expanduser() / "classes.txt"
+    return read_class_file(class_file) if class_file.is_file() else list(VOC_CLASSES)
+
+
+@register_dataset("voc", class_names=_voc_class_names)
+def build_voc(cfg: DictConfig, split: str) -> VOCDataset:
+    """``data.type=voc``: any folder in PASCAL VOC layout (``data.root``, ``data.voc.*``)."""
+    return VOCDataset(
+        require_root(cfg), split, mask_dir=cfg.data.voc.mask_dir,
+        labels_file=cfg.data.voc.labels_file, ignore_index=int(cfg.data.ignore_index),
+    )  # fmt: skip

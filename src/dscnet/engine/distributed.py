@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 
 from dscnet.utils.device import resolve_device
+from dscnet.utils.distributed import is_dist
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ def init_distributed(device: str = "auto") -> DistContext:
         dev = torch.device("cuda", local_rank if world_size > 1 else torch.cuda.current_device())
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    if world_size > 1 and not dist.is_initialized():
+    if world_size > 1 and not is_dist():
         backend = "nccl" if dev.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend)
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
@@ -52,20 +53,11 @@ def init_distributed(device: str = "auto") -> DistContext:
 
 def barrier() -> None:
     """Synchronise ranks when a process group exists."""
-    if dist.is_available() and dist.is_initialized():
+    if is_dist():
         dist.barrier()
 
 
 def cleanup_distributed() -> None:
     """Destroy the process group if this process created one."""
-    if dist.is_available() and dist.is_initialized():
+    if is_dist():
         dist.destroy_process_group()
-
-
-def broadcast_object(obj, src: int = 0):
-    """Send a picklable object from ``src`` to every rank (identity without a group)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]

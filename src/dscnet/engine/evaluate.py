@@ -1,19 +1,22 @@
 """Evaluation loops: segmentation, CAMs and refined pseudo labels, streamed over a split.
 
 Nothing is written per image: predictions go straight into a confusion matrix, which is
-summed across ranks under DDP. What each mode reads:
+summed across ranks under DDP. Images are never padded: the loader batches only images of
+equal size, so a score does not depend on ``eval.batch_size`` or on which images share a
+batch, and equals what ``dscnet predict`` gives for the same images. What each mode reads:
 
 - ``seg``: the segmentation head only (multi-scale/flip/CRF as asked). Never reads tags.
 - ``cam``: CAMs of the **ground-truth tags** with the background threshold — the field's
   CAM quality protocol (train-set CAM/pseudo-label numbers use the image tags).
-- ``pseudo``: the online pseudo labels (CAM → PAR → thresholds) built from GT tags, i.e. what
-  the segmentation head is trained on. Uncertain pixels count as background in ``miou``;
-  ``confident_miou`` scores only the confident pixels and ``coverage`` is their share.
+- ``pseudo``: the online pseudo labels (the config's :class:`~dscnet.cam.labeler.PseudoLabeler`:
+  CAM → PAR → thresholds) built from GT tags, i.e. what the segmentation head is trained on.
+  Uncertain pixels count as background in ``miou``; ``confident_miou`` scores only the
+  confident pixels and ``coverage`` is their share.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,12 +25,12 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from dscnet.cam.cams import cams_with_background
+from dscnet.cam.labeler import PseudoLabeler, build_pseudo_labeler
 from dscnet.data.build import build_eval_loader
 from dscnet.data.transforms import denormalize
 from dscnet.evaluation.confusion import ConfusionMatrix
-from dscnet.inference.multiscale import cam_maps, segment_probs
-from dscnet.losses.dscl import DSCLObjective
+from dscnet.evaluation.score import LabelScore
+from dscnet.inference.multiscale import segment_probs
 from dscnet.utils.progress import progress_iter
 
 EVAL_MODES = ("seg", "cam", "pseudo")
@@ -43,45 +46,23 @@ class EvalResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class LabelScore:
-    """Confusion matrix of one evaluation, summed across ranks by :meth:`compute`.
+def eval_labeler(
+    cfg: DictConfig, what: str, scales: Sequence[float] = (1.0,), flip: bool = False
+) -> PseudoLabeler | None:
+    """The labeler behind a CAM or pseudo-label score (None for ``seg``).
 
-    With ``uncertain=True`` (pseudo labels) predictions may hold ``ignore_index``: those
-    pixels count as background in ``miou``, are left out of ``confident_miou``, and
-    ``coverage`` is the share of labelled pixels that are not uncertain.
+    ``pseudo``: the training labeler itself (its working scale and online CAM scales), or
+    with ``scales``/``flip`` when multi-scale is asked. ``cam``: the CAM protocol, i.e. the
+    same rule at full size without PAR and band, CAMs over ``scales``/``flip``.
     """
-
-    def __init__(self, num_classes: int, ignore_index: int, device: torch.device, uncertain: bool = False) -> None:
-        self.ignore_index = ignore_index
-        self.uncertain = uncertain
-        self.confusion = ConfusionMatrix(num_classes, ignore_index=ignore_index, device=device)
-        self.confident = ConfusionMatrix(num_classes, ignore_index=ignore_index, device=device)
-        self.counts = torch.zeros(2, dtype=torch.float64, device=device)  # covered, labelled
-
-    def update(self, pred: torch.Tensor, masks: torch.Tensor) -> None:
-        if not self.uncertain:
-            self.confusion.update(pred, masks)
-            return
-        uncertain = pred == self.ignore_index
-        pred = pred.masked_fill(uncertain, 0)
-        self.confusion.update(pred, masks)
-        self.confident.update(pred, masks.masked_fill(uncertain, self.ignore_index))
-        valid = masks != self.ignore_index
-        self.counts[0] += (valid & ~uncertain).sum()
-        self.counts[1] += valid.sum()
-
-    def compute(self) -> dict[str, Any]:
-        """``ConfusionMatrix.compute()`` over all ranks, plus ``confident_miou`` and
-        ``coverage`` for pseudo labels."""
-        self.confusion.all_reduce()
-        metrics = self.confusion.compute()
-        if self.uncertain:
-            self.confident.all_reduce()
-            if torch.distributed.is_available() and torch.distributed.is_initialized():
-                torch.distributed.all_reduce(self.counts)
-            metrics["confident_miou"] = self.confident.compute()["miou"]
-            metrics["coverage"] = float(self.counts[0] / self.counts[1].clamp(min=1))
-        return metrics
+    if what == "seg":
+        return None
+    labeler = build_pseudo_labeler(cfg)
+    if what == "cam":
+        return labeler.variant(refine=False, band=False, scale=1.0, cam_scales=scales, cam_flip=flip)
+    if (tuple(scales), bool(flip)) != ((1.0,), False):
+        return labeler.variant(cam_scales=scales, cam_flip=flip)
+    return labeler
 
 
 def _crf_refine(images: torch.Tensor, probs: torch.Tensor, cfg: DictConfig) -> torch.Tensor:
@@ -107,6 +88,7 @@ def evaluate(
     world_size: int = 1,
     device: torch.device | None = None,
     progress: bool = False,
+    on_batch: Callable[[list[str], torch.Tensor], None] | None = None,
 ) -> EvalResult:
     """Evaluate ``model`` on ``dataset`` (a TransformedDataset with masks).
 
@@ -114,30 +96,34 @@ def evaluate(
         what: ``seg``, ``cam`` or ``pseudo`` (see the module docstring).
         scales, flip: multi-scale and flip test-time augmentation.
         crf: dense-CRF post-processing of the segmentation probabilities (``seg`` only).
+        on_batch: called with the ids and the predicted labels ``[B, H, W]`` of every batch
+            (images of one size), e.g. to keep or write predictions; nothing is kept otherwise.
     """
     if what not in EVAL_MODES:
         raise ValueError(f"unknown evaluation mode '{what}' (choose from {', '.join(EVAL_MODES)})")
     device = device or next(model.parameters()).device
     num_classes = model.num_classes + 1
     score = LabelScore(num_classes, int(cfg.data.ignore_index), device, uncertain=what == "pseudo")
-    objective = DSCLObjective(cfg, model.num_classes).to(device) if what == "pseudo" else None
+    labeler = eval_labeler(cfg, what, scales, flip)
+    if labeler is not None:
+        labeler = labeler.to(device)
     was_training = model.training
     model.eval()
     loader = build_eval_loader(cfg, dataset, rank=rank, world_size=world_size)
-    for batch in progress_iter(loader, f"eval {what}", enabled=progress and rank == 0):
-        images = batch["image"].to(device)
-        masks = batch["mask"].to(device)
-        tags = batch["tags"].to(device)
-        if what == "seg":
-            probs = segment_probs(model, images, scales=scales, flip=flip)
-            if crf:
-                probs = _crf_refine(images, probs, cfg)
-            score.update(probs.argmax(1), masks)
-        elif what == "cam":
-            cams = cam_maps(model, images, tags, scales=scales, flip=flip)
-            score.update(cams_with_background(cams, float(cfg.cam.bg_threshold)).argmax(1), masks)
-        else:
-            score.update(objective.pseudo_labels(model.cam(images), images, tags), masks)
+    for groups in progress_iter(loader, f"eval {what}", enabled=progress and rank == 0):
+        for batch in groups:  # one batch per image size: nothing is padded
+            images = batch["image"].to(device)
+            masks = batch["mask"].to(device)
+            if labeler is None:
+                probs = segment_probs(model, images, scales=scales, flip=flip)
+                if crf:
+                    probs = _crf_refine(images, probs, cfg)
+                pred = probs.argmax(1)
+            else:
+                pred = labeler(images, batch["tags"].to(device), model=model)
+            score.update(pred, masks)
+            if on_batch is not None:
+                on_batch(list(batch["id"]), pred)
     model.train(was_training)
 
     extra: dict[str, Any] = {"what": what, "scales": list(scales), "flip": flip, "crf": crf}

@@ -151,14 +151,14 @@ class RunView:
     """The parts of a :class:`Trainer` that the picture writers read, rebuilt from a run dir."""
 
     def __init__(self, run_dir: str | Path, checkpoint: str = "last.pth") -> None:
+        from dscnet.cam.labeler import build_pseudo_labeler
         from dscnet.data.build import build_dataset
-        from dscnet.engine.checkpoint import load_model_from_checkpoint
-        from dscnet.losses.dscl import DSCLObjective
+        from dscnet.models.loading import load_model_from_checkpoint
 
         self.run_dir = Path(run_dir)
         self.model, self.cfg, self.class_names = load_model_from_checkpoint(
             self.run_dir / "checkpoints" / checkpoint
         )
         self.device = torch.device("cpu")
-        self.objective = DSCLObjective(self.cfg, len(self.class_names) - 1)
+        self.labeler = build_pseudo_labeler(self.cfg)
         self.val_set = build_dataset(self.cfg, self.cfg.data.val_split, train=False)

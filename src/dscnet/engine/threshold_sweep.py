@@ -21,37 +21,20 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from dscnet.cam.cams import cams_with_background
+from dscnet.cam.labeler import Thresholds
 from dscnet.data.build import build_eval_loader
-from dscnet.engine.evaluate import LabelScore
+from dscnet.engine.evaluate import LabelScore, eval_labeler
 from dscnet.errors import ConfigError
-from dscnet.inference.multiscale import cam_maps
-from dscnet.losses.dscl import DSCLObjective
 from dscnet.utils.progress import progress_iter
 
 SWEEP_MODES = ("pseudo", "cam")
 
 
-def band_around(threshold: float, band: float) -> tuple[float, float]:
-    """The uncertain band ``(low, high)`` around ``threshold``, clipped to ``[0, 1]``.
-
-    ``band = 0`` gives ``low == high``, which turns the band off (plain threshold rule).
-
-    Raises:
-        ConfigError: ``threshold`` outside ``[0, 1]`` or a negative ``band``.
-    """
-    if not 0.0 <= threshold <= 1.0:
-        raise ConfigError(f"background threshold {threshold} lies outside [0, 1] (CAMs are max-normalised)")
-    if band < 0:
-        raise ConfigError(f"the uncertain band must be >= 0, got {band}")
-    return max(0.0, threshold - band), min(1.0, threshold + band)
-
-
 def with_threshold(cfg: DictConfig, threshold: float, band: float) -> DictConfig:
     """A copy of ``cfg`` whose ``cam.bg_threshold``, ``cam.low`` and ``cam.high`` follow ``threshold``."""
-    low, high = band_around(threshold, band)
+    t = Thresholds.around(threshold, band)
     out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    out.cam.bg_threshold, out.cam.low, out.cam.high = float(threshold), low, high
+    out.cam.bg_threshold, out.cam.low, out.cam.high = t.bg, t.low, t.high
     return out
 
 
@@ -87,32 +70,30 @@ def sweep_bg_threshold(
         raise ConfigError(f"unknown sweep mode '{what}' (choose from {', '.join(SWEEP_MODES)})")
     if not thresholds:
         raise ConfigError("no background threshold to sweep")
-    candidates = [(float(t), *band_around(float(t), band)) for t in thresholds]
+    pseudo = what == "pseudo"
+    # The cam protocol has no band: its candidates differ in the background score only.
+    candidates = [Thresholds.around(float(t), band if pseudo else 0.0) for t in thresholds]
     device = device or next(model.parameters()).device
     ignore_index = int(cfg.data.ignore_index)
-    pseudo = what == "pseudo"
     scores = [
         LabelScore(model.num_classes + 1, ignore_index, device, uncertain=pseudo) for _ in candidates
     ]
-    objective = DSCLObjective(cfg, model.num_classes).to(device) if pseudo else None
+    labeler = eval_labeler(cfg, what).to(device)
     was_training = model.training
     model.eval()
     loader = build_eval_loader(cfg, dataset)
-    for batch in progress_iter(loader, f"sweep {what}", enabled=progress):
-        images, masks, tags = (batch[k].to(device) for k in ("image", "mask", "tags"))
-        if pseudo:
-            top, cls = objective.top_scores(model.cam(images), images, tags)
+    for groups in progress_iter(loader, f"sweep {what}", enabled=progress):
+        for batch in groups:
+            images, masks, tags = (batch[k].to(device) for k in ("image", "mask", "tags"))
+            # CAMs and PAR once per batch; only the decision runs per candidate.
+            top, cls = labeler.top_scores(images, tags, model=model)
             for score, t in zip(scores, candidates):
-                score.update(objective.labels_from_top(top, cls, tuple(images.shape[-2:]), t), masks)
-        else:
-            cams = cam_maps(model, images, tags)
-            for score, (t, _, _) in zip(scores, candidates):
-                score.update(cams_with_background(cams, t).argmax(1), masks)
+                score.update(labeler.decide(top, cls, t), masks)
     model.train(was_training)
     rows = []
-    for score, (t, low, high) in zip(scores, candidates):
+    for score, t in zip(scores, candidates):
         metrics = score.compute()
-        row = {"bg_threshold": t, "low": low, "high": high}
+        row = {"bg_threshold": t.bg, "low": t.low, "high": t.high}
         row.update({k: metrics[k] for k in ("miou", "confident_miou", "coverage") if k in metrics})
         rows.append(row)
     return rows

@@ -26,10 +26,11 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from dscnet.cam.labeler import build_pseudo_labeler
 from dscnet.config import save_config
 from dscnet.data.base import TransformedDataset
 from dscnet.data.build import build_dataset, build_train_loader
-from dscnet.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from dscnet.engine.checkpoint import rng_state, save_checkpoint, set_rng_state
 from dscnet.engine.distributed import DistContext, barrier
 from dscnet.engine.evaluate import evaluate
 from dscnet.engine.optim import build_optimizer, build_scheduler
@@ -37,6 +38,7 @@ from dscnet.errors import CheckpointError, ConfigError, NonFiniteLossError
 from dscnet.evaluation.io import write_metrics
 from dscnet.losses.dscl import DSCLObjective
 from dscnet.models.dscnet import DSCNetModel, build_model
+from dscnet.models.loading import load_checkpoint
 from dscnet.utils.progress import make_progress
 from dscnet.utils.seed import seed_everything
 
@@ -88,7 +90,9 @@ class Trainer:
         self.model: DSCNetModel = build_model(cfg, self.num_classes).to(self.device)
         if cfg.model.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.objective = DSCLObjective(cfg, self.num_classes).to(self.device)
+        # The one pseudo-label rule; the objective, the examples and the evaluation use it.
+        self.labeler = build_pseudo_labeler(cfg).to(self.device)
+        self.objective = DSCLObjective(cfg, self.num_classes, self.labeler).to(self.device)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, int(cfg.train.max_steps))
         self.loader = build_train_loader(cfg, self.train_set, rank=ctx.rank, world_size=ctx.world_size)
@@ -236,7 +240,7 @@ class Trainer:
     def eval_split(self, mode: str) -> str:
         """The split ``mode`` is scored on: segmentation on ``data.val_split``; CAMs and
         pseudo labels on ``eval.cam_split`` when set (the field reports them on the train
-        split, METHOD.md §4), else on the validation split too."""
+        split, docs/METHOD.md §4), else on the validation split too."""
         cam_split = self.cfg.eval.get("cam_split")
         if mode in ("cam", "pseudo") and cam_split:
             return str(cam_split)

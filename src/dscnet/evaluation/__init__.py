@@ -8,9 +8,11 @@ from dscnet.evaluation.io import (
     to_jsonable,
     write_metrics,
 )
+from dscnet.evaluation.score import LabelScore
 
 __all__ = [
     "ConfusionMatrix",
+    "LabelScore",
     "compute_metrics",
     "format_table",
     "plot_confusion",

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from dscnet.utils.distributed import is_dist
+
 ArrayLike = torch.Tensor | np.ndarray
 
 
@@ -188,7 +190,7 @@ class ConfusionMatrix:
 
     def all_reduce(self) -> ConfusionMatrix:
         """Sum the matrix over all ranks of the default process group (no-op without one)."""
-        if not (dist.is_available() and dist.is_initialized()):
+        if not is_dist():
             return self
         m = self.matrix
         if dist.get_backend() == dist.Backend.NCCL and m.device.type != "cuda":

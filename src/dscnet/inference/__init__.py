@@ -10,9 +10,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "multiscale_predict": "multiscale",
     "segment_probs": "multiscale",
-    "cam_maps": "multiscale",
     "CrfParams": "crf",
     "CrfPool": "crf",
     "dense_crf": "crf",
@@ -26,7 +24,6 @@ _EXPORTS = {
     "SegmentWrapper": "export",
     "export_onnx": "export",
     "export_torchscript": "export",
-    "export_model": "export",
     "verify_onnx": "export",
 }
 

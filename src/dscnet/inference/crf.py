@@ -26,7 +26,7 @@ from dscnet.errors import MissingExtraError
 
 @dataclass(frozen=True)
 class CrfParams:
-    """Dense-CRF parameters; defaults are METHOD.md §3 (same names as ``eval.crf``)."""
+    """Dense-CRF parameters; defaults are docs/METHOD.md §3 (same names as ``eval.crf``)."""
 
     iterations: int = 10
     pos_xy_std: float = 3

@@ -1,6 +1,6 @@
 """Export the segmentation network (backbone + segmentation head) to ONNX or TorchScript.
 
-Only ``model.segment`` is exported (METHOD.md §3: inference runs no groups, graph or memory):
+Only ``model.segment`` is exported (docs/METHOD.md §3: inference runs no groups, graph or memory):
 input ``images`` ``[B, 3, H, W]`` normalised with the training ``data.mean/std``, output
 ``seg_logits`` ``[B, C+1, H, W]``. Batch, height and width are dynamic; every export is
 checked by running it at a *different* size than the example it was traced with and
@@ -290,18 +290,3 @@ def verify_torchscript(
                 "or export ONNX"
             ) from exc
     return _compare(expected, actual.detach().float().cpu().numpy(), f"TorchScript model {path}", atol, rtol)
-
-
-def export_model(
-    model: nn.Module,
-    path: str | Path,
-    fmt: Literal["onnx", "torchscript"] = "onnx",
-    example_size: Sequence[int] = (1, 3, 224, 224),
-    **kwargs: object,
-) -> Path:
-    """Dispatch to :func:`export_onnx` or :func:`export_torchscript` (for the CLI)."""
-    if fmt == "onnx":
-        return export_onnx(model, path, example_size=example_size, **kwargs)  # type: ignore[arg-type]
-    if fmt == "torchscript":
-        return export_torchscript(model, path, example_size=example_size, **kwargs)  # type: ignore[arg-type]
-    raise ValueError(f"unknown export format {fmt!r} (onnx or torchscript)")

@@ -40,9 +40,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from dscnet.cam.cams import cam_maps
+from dscnet.data.transforms import group_by_size
 from dscnet.errors import ConfigError, DatasetError, DscnetError
 from dscnet.inference.crf import CrfParams, dense_crf, require_crf
-from dscnet.inference.multiscale import cam_maps, segment_probs
+from dscnet.inference.multiscale import segment_probs
 from dscnet.utils.device import resolve_device
 
 IMAGE_EXTENSIONS = frozenset(
@@ -315,8 +317,8 @@ def _predict_group(
 def _write_outputs(
     stem: str, image: np.ndarray, mask: np.ndarray, cams: list[tuple[str, np.ndarray]], opts: _Options
 ) -> Path:
+    from dscnet.data.palette import save_palette_png
     from dscnet.visualize.overlay import cam_heatmap, overlay_mask
-    from dscnet.visualize.palette import save_palette_png
 
     mask_path = opts.out_dir / f"{stem}.png"
     save_palette_png(mask, mask_path)
@@ -325,18 +327,6 @@ def _write_outputs(
     for name, cam in cams:
         _save_rgb(cam_heatmap(image, cam), opts.out_dir / f"{stem}_cam_{_safe_name(name)}.png")
     return mask_path
-
-
-def _same_size_runs(items: list[tuple[Path, str, np.ndarray]]) -> Iterator[list[tuple[Path, str, np.ndarray]]]:
-    """Consecutive items with equal image size: they can share one batch without padding."""
-    run: list[tuple[Path, str, np.ndarray]] = []
-    for item in items:
-        if run and run[0][2].shape != item[2].shape:
-            yield run
-            run = []
-        run.append(item)
-    if run:
-        yield run
 
 
 def _progress(enabled: bool) -> Any:
@@ -450,7 +440,7 @@ def predict_paths(
                     loaded.append((path, stem, load_image(path, limit)))
                 except DscnetError as exc:
                     fail(path, str(exc) if str(path) in str(exc) else f"{path}: {exc}")
-            for run in _same_size_runs(loaded):
+            for run in group_by_size(loaded, lambda item: item[2].shape):
                 images = [im for _, _, im in run]
                 try:
                     masks, cams = _predict_group(model, images, mean_t, std_t, opts)
@@ -494,7 +484,7 @@ def predict_from_checkpoint(
     ``scales``/``flip`` default to the checkpoint config's ``eval.scales``/``eval.flip``;
     ``crf=True`` uses its ``eval.crf`` parameters.
     """
-    from dscnet.engine.checkpoint import load_model_from_checkpoint
+    from dscnet.models.loading import load_model_from_checkpoint
 
     if crf is not False and crf is not None:
         require_crf()

@@ -1,4 +1,4 @@
-"""``L_cls``: multilabel soft-margin loss on the pooled image scores (METHOD.md §1)."""
+"""``L_cls``: multilabel soft-margin loss on the pooled image scores (docs/METHOD.md §1)."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 This is the coupling between the pixel stream (PGCL) and the semantic stream (SGCL):
 a confident pixel of class c in image i is pulled to the graph-refined class-c nodes of the
 *other* images of its group and pushed from their other nodes. Equations:
-docs/METHOD_streams.md.
+docs/METHOD.md §2.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""DSCL: the joint objective of METHOD.md §2.
+"""DSCL: the joint objective of docs/METHOD.md §2.
 
 ``L = L_cls + λ_seg·L_seg + λ_p·L_PGCL + λ_s·L_SGCL + λ_x·L_cross``
 
 This module turns one forward pass of :class:`~dscnet.models.dscnet.DSCNetModel` into the
-loss: it makes the online pseudo labels (CAM → PAR → thresholds, without gradient), builds the
-SGCL class nodes and runs them through the model's graph, and applies each term with its
-weight, switch and start step. Every ablation row (B, B+PGCL, B+SGCL, B+PGCL+SGCL, DSCNet)
+loss: it asks the :class:`~dscnet.cam.labeler.PseudoLabeler` it was given for the online
+pseudo labels (without gradient), and applies each term with its weight, switch and start
+step (the SGCL class nodes come from the model's forward pass). Every ablation row (B, B+PGCL, B+SGCL, B+PGCL+SGCL, DSCNet)
 is this one code path with different switches.
 """
 
@@ -14,14 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import nn
 
-from dscnet.cam.cams import cams_from_logits
-from dscnet.cam.par import PAR
-from dscnet.cam.pseudo_labels import labels_from_top_scores, top_tagged_scores
-from dscnet.data.transforms import denormalize
+from dscnet.cam.labeler import PseudoLabeler
 from dscnet.losses.classification import multilabel_soft_margin_loss
 from dscnet.losses.cross_stream import CrossStreamContrast
 from dscnet.losses.pgcl import PixelGroupContrast
@@ -50,36 +46,21 @@ class DSCLObjective(nn.Module):
     """All training losses of DSCNet and of its ablations.
 
     The module owns the stateful parts of the losses (the PGCL pixel memory and the SGCL
-    node memory) so that they are saved in checkpoints with the model.
+    node memory) so that they are saved in checkpoints with the model. The pseudo labels come
+    from ``labeler`` (stateless: it adds nothing to the checkpoint).
     """
 
-    def __init__(self, cfg: DictConfig, num_classes: int) -> None:
+    def __init__(self, cfg: DictConfig, num_classes: int, labeler: PseudoLabeler) -> None:
         super().__init__()
-        loss, cam = cfg.loss, cfg.cam
+        loss = cfg.loss
         self.num_classes = num_classes
+        self.labeler = labeler
         self.ignore_index = int(cfg.data.ignore_index)
         self.supervision = str(cfg.train.get("supervision", "weak"))
-        self.mean = tuple(float(v) for v in cfg.data.mean)
-        self.std = tuple(float(v) for v in cfg.data.std)
         self.group_size = int(cfg.data.sampler.group_size)
         self.cls_warmup_steps = int(cfg.train.cls_warmup_steps)
         self.contrast_start_step = int(loss.contrast_start_step)
-        self.bg_threshold = float(cam.bg_threshold)
-        self.low, self.high = float(cam.low), float(cam.high)
-        self.bg_node = bool(cfg.model.bg_node)
         self.w_seg = float(loss.seg.weight)
-        self.par_scale = float(cam.par.get("scale", 1.0))
-        self.par = (
-            PAR(
-                dilations=tuple(cam.par.dilations),
-                num_iter=int(cam.par.num_iter),
-                sigma_rgb=float(cam.par.sigma_rgb),
-                sigma_pos=float(cam.par.sigma_pos),
-                pos_weight=float(cam.par.pos_weight),
-            )
-            if cam.par.enabled
-            else None
-        )
         self.pgcl = (
             PixelGroupContrast(
                 num_classes,
@@ -117,45 +98,6 @@ class DSCLObjective(nn.Module):
         )
         self.w_cross = float(loss.cross.weight)
 
-    @torch.no_grad()
-    def top_scores(
-        self, cam_logits: torch.Tensor, images: torch.Tensor, tags: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The threshold-free part of :meth:`pseudo_labels`: PAR-refined top tagged score and
-        its class, at ``cam.par.scale`` of the input size (see :func:`top_tagged_scores`)."""
-        size = tuple(max(1, round(s * self.par_scale)) for s in images.shape[-2:])
-        cams = cams_from_logits(cam_logits.detach().float(), tags, size=size)
-        rgb = denormalize(images.detach().float(), self.mean, self.std)
-        return top_tagged_scores(cams, tags, par=self.par, image=rgb)
-
-    def labels_from_top(
-        self,
-        top: torch.Tensor,
-        cls: torch.Tensor,
-        size: tuple[int, int],
-        thresholds: tuple[float, float, float] | None = None,
-    ) -> torch.Tensor:
-        """Labels ``[B, *size]`` from :meth:`top_scores`' output, at ``(bg_threshold, low,
-        high)`` (default: the config's), upsampled with nearest neighbour."""
-        bg, low, high = thresholds or (self.bg_threshold, self.low, self.high)
-        labels = labels_from_top_scores(top, cls, bg, low, high, self.ignore_index)
-        if tuple(labels.shape[-2:]) != tuple(size):
-            labels = F.interpolate(labels[:, None].float(), size=size, mode="nearest")[:, 0].long()
-        return labels
-
-    @torch.no_grad()
-    def pseudo_labels(
-        self, cam_logits: torch.Tensor, images: torch.Tensor, tags: torch.Tensor
-    ) -> torch.Tensor:
-        """Online pseudo labels ``[B, H, W]`` (255 = uncertain) from detached CAMs, refined by PAR.
-
-        CAMs, PAR and thresholds run at ``cam.par.scale`` of the input size (AFA refines at
-        half size: PAR's cost grows with the pixel count); the labels are then upsampled to
-        the input size with nearest neighbour.
-        """
-        top, cls = self.top_scores(cam_logits, images, tags)
-        return self.labels_from_top(top, cls, tuple(images.shape[-2:]))
-
     def forward(
         self,
         out: dict[str, torch.Tensor],
@@ -170,7 +112,8 @@ class DSCLObjective(nn.Module):
 
         Args:
             out: the model's forward output.
-            model: the (unwrapped) model, whose ``graph`` builds SGCL node embeddings.
+            model: the (unwrapped) model; the labeler runs it again (without gradient) when it
+                uses multi-scale CAMs.
             images: the normalised input batch.
             tags: multi-hot image tags ``[B, C]``.
             step: global optimisation step (drives the warm-up switches).
@@ -197,7 +140,8 @@ class DSCLObjective(nn.Module):
         if not (seg_on or contrast_on):
             return LossOutput(total, terms, None)
 
-        labels = self.pseudo_labels(out["cam_logits"], images, tags)
+        # CAMs, PAR and thresholds at the labeler's working scale, labels at the crop size.
+        labels = self.labeler(images, tags, cam_logits=out["cam_logits"], model=model)
         if valid is not None:
             labels = labels.masked_fill(~valid.to(labels.device, torch.bool), self.ignore_index)
         if seg_on:

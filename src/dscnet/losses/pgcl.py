@@ -1,4 +1,4 @@
-"""PGCL: pixel-wise group contrast (METHOD.md section 2; equations in docs/METHOD_streams.md).
+"""PGCL: pixel-wise group contrast (docs/METHOD.md §2, equation by equation).
 
 Also hosts the pieces shared by the three contrastive terms: grouping a batch's pixels,
 class-balanced anchor sampling, the masked supervised-contrastive (SupCon) kernel and the

@@ -1,4 +1,4 @@
-"""``L_seg``: cross-entropy of the segmentation head on pseudo labels (METHOD.md §1)."""
+"""``L_seg``: cross-entropy of the segmentation head on pseudo labels (docs/METHOD.md §1)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""SGCL: semantic-wise graph contrast over class nodes (METHOD.md section 2).
+"""SGCL: semantic-wise graph contrast over class nodes (docs/METHOD.md §2).
 
-Equations and every design choice: docs/METHOD_streams.md.
+Equations and every design choice: docs/METHOD.md §2.
 """
 
 from __future__ import annotations

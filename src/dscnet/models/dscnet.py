@@ -1,7 +1,7 @@
 """The DSCNet network: backbone + CAM classifier + segmentation head + the two stream heads.
 
 Only the backbone and the segmentation head run at inference (:meth:`DSCNetModel.segment`);
-the PGCL projection head and the SGCL graph are training-time modules (METHOD.md §3).
+the PGCL projection head and the SGCL graph are training-time modules (docs/METHOD.md §3).
 """
 
 from __future__ import annotations

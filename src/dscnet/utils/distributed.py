@@ -9,7 +9,7 @@ all-reduce of the gradient, then the local slice). Rank ``r`` therefore
 receives ``d(sum_r' L_r') / d x_r``. DDP then *averages* parameter gradients over ranks,
 so the parameters get ``d(mean_r L_r) / d theta``: the gradient of the mean of the rank
 losses. The contrastive losses normalise their rank loss so that this mean equals the
-single-process loss on the concatenated batch (see docs/METHOD_streams.md, "DDP").
+single-process loss on the concatenated batch (see docs/METHOD.md §2, "DDP").
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from dscnet.cam.cams import cams_from_logits
 from dscnet.data.transforms import denormalize
 from dscnet.evaluation.confusion import ConfusionMatrix
 from dscnet.utils.io import atomic_write_text
@@ -24,8 +23,14 @@ from dscnet.visualize.overlay import as_rgb_uint8, cam_heatmap, example_strip, s
 
 @torch.no_grad()
 def predict_examples(trainer: Any, indices: list[int]) -> list[dict[str, Any]]:
-    """Image, CAMs, pseudo label, prediction and truth of validation images ``indices``."""
-    cfg, model, objective = trainer.cfg, trainer.model, trainer.objective
+    """Image, CAMs, pseudo label, prediction and truth of validation images ``indices``.
+
+    ``trainer`` is a :class:`~dscnet.engine.trainer.Trainer` or anything with its ``cfg``,
+    ``model``, ``labeler``, ``val_set``, ``device`` and ``class_names``
+    (:class:`~dscnet.engine.experiment.RunView`).
+    """
+    cfg, model, labeler = trainer.cfg, trainer.model, trainer.labeler
+    full_size_cams = labeler.variant(refine=False, band=False, scale=1.0)
     was_training = model.training
     model.eval()
     records = []
@@ -34,8 +39,8 @@ def predict_examples(trainer: Any, indices: list[int]) -> list[dict[str, Any]]:
         image = sample["image"][None].to(trainer.device)
         tags = sample["tags"][None].to(trainer.device)
         cam_logits, _ = model.classify(image)
-        cams = cams_from_logits(cam_logits.float(), tags, size=image.shape[-2:])
-        pseudo = objective.pseudo_labels(cam_logits, image, tags)
+        cams = full_size_cams.cams(image, tags, cam_logits=cam_logits)
+        pseudo = labeler(image, tags, cam_logits=cam_logits, model=model)
         pred = model.segment(image).argmax(1)
         truth, miou = None, None
         if trainer.val_set.has_masks:

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
+from dscnet.data.palette import VOC_PALETTE, colorize
 from dscnet.utils.io import atomic_write
-from dscnet.visualize.palette import VOC_PALETTE, colorize
 
 ArrayLike = np.ndarray | torch.Tensor
 

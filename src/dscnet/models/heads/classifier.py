@@ -1,4 +1,4 @@
-"""Classification head: 1x1 conv to CAM logits, global pooling to image scores (METHOD.md §1)."""
+"""Classification head: 1x1 conv to CAM logits, global pooling to image scores (docs/METHOD.md §1)."""
 
 from __future__ import annotations
 

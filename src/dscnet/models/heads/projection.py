@@ -1,4 +1,4 @@
-"""PGCL projection head ``g_p``: pixel embeddings on the unit sphere (METHOD.md §2)."""
+"""PGCL projection head ``g_p``: pixel embeddings on the unit sphere (docs/METHOD.md §2)."""
 
 from __future__ import annotations
 

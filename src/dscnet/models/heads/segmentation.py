@@ -1,4 +1,4 @@
-"""A light segmentation decoder on the backbone features (METHOD.md §1)."""
+"""A light segmentation decoder on the backbone features (docs/METHOD.md §1)."""
 
 from __future__ import annotations
 

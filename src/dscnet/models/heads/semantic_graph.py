@@ -1,4 +1,4 @@
-"""SGCL's class nodes and the attention graph over them (METHOD.md section 2).
+"""SGCL's class nodes and the attention graph over them (docs/METHOD.md §2).
 
 ``class_nodes`` turns backbone features and CAMs into one node per (image, tagged class),
 plus an optional background node per image; ``SemanticGraph`` maps the nodes to

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dscnet.visualize import VOC_PALETTE, colorize, save_palette_png, voc_palette
+from dscnet.data.palette import VOC_PALETTE, colorize, save_palette_png, voc_palette
 
 
 def test_voc_palette_known_entries() -> None:
