@@ -12,11 +12,14 @@ from omegaconf import DictConfig
 from torch import nn
 
 from dscnet.cam.cams import cams_from_logits
+from dscnet.errors import ConfigError
 from dscnet.models.backbones import build_backbone
 from dscnet.models.heads.classifier import ClassifierHead
 from dscnet.models.heads.projection import ProjectionHead
-from dscnet.models.heads.segmentation import SegmentationHead
+from dscnet.models.heads.segmentation import FPNHead, SegmentationHead
 from dscnet.models.heads.semantic_graph import SemanticGraph, class_nodes
+
+DECODERS = ("aspp", "fpn")
 
 
 class DSCNetModel(nn.Module):
@@ -27,6 +30,8 @@ class DSCNetModel(nn.Module):
         num_classes: number of foreground classes ``C``.
         pooling: ``gap`` or ``gmp`` for the image scores.
         seg_hidden: width of the segmentation decoder.
+        decoder: ``aspp`` (on the output map) or ``fpn`` (on the backbone's feature levels:
+            a CNN's stride-8 and stride-16 stages and the output map; one level for ViTs).
         proj_dim: PGCL embedding width ``d`` (also the node width, so that the cross-stream
             term can compare pixels with nodes).
         graph_rounds: SGCL message-passing rounds.
@@ -49,15 +54,22 @@ class DSCNetModel(nn.Module):
         with_graph: bool = False,
         bg_node: bool = True,
         channels_last: bool = False,
+        decoder: str = "aspp",
     ) -> None:
         super().__init__()
+        if decoder not in DECODERS:
+            raise ConfigError(f"model.decoder must be one of {', '.join(DECODERS)}, got '{decoder}'")
         self.num_classes = num_classes
         self.channels_last = channels_last
         self.bg_node = bg_node
         self.backbone = backbone
         dim = backbone.out_channels
         self.classifier = ClassifierHead(dim, num_classes, pooling=pooling)
-        self.seg_head = SegmentationHead(dim, num_classes + 1, hidden=seg_hidden)
+        self.seg_head: nn.Module = (
+            FPNHead(list(backbone.level_channels), num_classes + 1, hidden=seg_hidden)
+            if decoder == "fpn"
+            else SegmentationHead(dim, num_classes + 1, hidden=seg_hidden)
+        )
         self.projection = ProjectionHead(dim, proj_dim) if with_projection else None
         self.graph = SemanticGraph(dim, node_dim=proj_dim, rounds=graph_rounds) if with_graph else None
 
@@ -66,19 +78,31 @@ class DSCNetModel(nn.Module):
             images = images.contiguous(memory_format=torch.channels_last)
         return self.backbone(images)
 
+    def _levels(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """What the segmentation head reads: every level for ``fpn``, else the output map."""
+        if not self.seg_head.multi_level:
+            return [self._features(images)]
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.backbone.feature_levels(images)
+
+    def _decode(self, levels: list[torch.Tensor]) -> torch.Tensor:
+        return self.seg_head(levels) if self.seg_head.multi_level else self.seg_head(levels[-1])
+
     def forward(self, images: torch.Tensor, tags: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Training forward pass; see docs/ARCHITECTURE.md for the returned keys.
 
         With ``tags`` and a graph, the SGCL class nodes are built and passed through the graph
         here, inside ``forward``, so that DDP sees every parameter the loss uses.
         """
-        features = self._features(images)
+        levels = self._levels(images)
+        features = levels[-1]
         cam_logits, cls_logits = self.classifier(features)
         out = {
             "features": features,
             "cam_logits": cam_logits,
             "cls_logits": cls_logits,
-            "seg_logits": self.seg_head(features),
+            "seg_logits": self._decode(levels),
         }
         if self.projection is not None:
             out["pixel_embed"] = self.projection(features)
@@ -94,7 +118,7 @@ class DSCNetModel(nn.Module):
 
     def segment(self, images: torch.Tensor) -> torch.Tensor:
         """Segmentation logits ``[B, C+1, H, W]`` at the input size. Never reads tags."""
-        logits = self.seg_head(self._features(images))
+        logits = self._decode(self._levels(images))
         return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
     def cam(self, images: torch.Tensor) -> torch.Tensor:
@@ -137,4 +161,5 @@ def build_model(cfg: DictConfig, num_classes: int) -> DSCNetModel:
         with_graph=with_graph,
         bg_node=bool(m.bg_node),
         channels_last=bool(m.channels_last),
+        decoder=str(m.decoder),
     )

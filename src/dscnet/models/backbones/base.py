@@ -1,7 +1,8 @@
 """The interface every backbone implements: a dense feature extractor.
 
 A backbone maps images ``[B, 3, H, W]`` to a feature map ``[B, out_channels, ceil(H/os),
-ceil(W/os)]`` where ``os`` is its ``output_stride``. It works for any H and W: the built-in
+ceil(W/os)]`` where ``os`` is its ``output_stride``; ``feature_levels`` also returns the
+finer maps that multi-level decoders fuse (the output map alone by default). It works for any H and W: the built-in
 backbones reach the ``ceil`` size natively (convolutions with padding, TF "same" padding,
 ViT patch embedding with ``dynamic_img_pad``), so no explicit pad-and-crop is needed.
 """
@@ -39,6 +40,19 @@ class Backbone(nn.Module):
         self.input_mean: tuple[float, float, float] | None = None
         self.input_std: tuple[float, float, float] | None = None
         self.pretrained_report = None
+
+    @property
+    def level_channels(self) -> list[int]:
+        """Channels of each map :meth:`feature_levels` returns (finest first)."""
+        return [self.out_channels]
+
+    def feature_levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps at several strides, finest first; the last one is ``forward(x)``.
+
+        The default is the single output map; CNN backbones also return their stride-8 and
+        stride-16 stages, for multi-level decoders (``model.decoder: fpn``).
+        """
+        return [self(x)]
 
     def weights_target(self) -> nn.Module:
         """The module whose state-dict names pretrained files use (e.g. the timm model)."""

@@ -39,6 +39,18 @@ def _set_input_stats(backbone: Backbone, model: nn.Module) -> None:
         backbone.input_std = tuple(float(v) for v in cfg["std"])
 
 
+def _finer_levels(model: nn.Module, output_stride: int) -> tuple[int, ...]:
+    """Indices (in timm's ``feature_info``) of the last stage at stride 8 and at stride 16,
+    keeping only those finer than the output stride (the output map is the coarsest level)."""
+    info = getattr(model, "feature_info", None)
+    if info is None or not hasattr(model, "forward_intermediates"):
+        return ()
+    last_at: dict[int, int] = {}
+    for i, level in enumerate(info):
+        last_at[int(level["reduction"])] = i
+    return tuple(last_at[r] for r in (8, 16) if r in last_at and r < output_stride)
+
+
 class TimmCNNBackbone(Backbone):
     """A timm CNN (built without classifier) whose ``forward_features`` is the feature map.
 
@@ -58,18 +70,40 @@ class TimmCNNBackbone(Backbone):
         self.output_stride = output_stride
         self.is_transformer = False
         self.pad_to_stride = pad_to_stride
+        self.level_indices = _finer_levels(model, output_stride)
         _set_input_stats(self, model)
+
+    @property
+    def level_channels(self) -> list[int]:
+        """Channels of the stride-8 / stride-16 stages used as levels, then of the output."""
+        info = self.body.feature_info
+        return [int(info[i]["num_chs"]) for i in self.level_indices] + [self.out_channels]
+
+    def feature_levels(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The last stage at stride 8 and at 16 (those finer than the output), then the output
+        map, in one pass (timm's ``forward_intermediates``; its final map is
+        ``forward_features`` exactly)."""
+        if not self.level_indices:
+            return [self(x)]
+        x = self._pad(x)
+        final, levels = self.body.forward_intermediates(
+            self._prepare_input(x), indices=list(self.level_indices)
+        )
+        return [*levels, final]
 
     def weights_target(self) -> nn.Module:
         """Checkpoints use timm's (= torchvision's, for ResNets) names: load into the body."""
         return self.body
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, 3, H, W]`` -> ``[B, out_channels, ceil(H/os), ceil(W/os)]``."""
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
         if self.pad_to_stride:
             s = self.output_stride
             x = F.pad(x, (0, -x.shape[-1] % s, 0, -x.shape[-2] % s))
-        return self.body.forward_features(self._prepare_input(x))
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, 3, H, W]`` -> ``[B, out_channels, ceil(H/os), ceil(W/os)]``."""
+        return self.body.forward_features(self._prepare_input(self._pad(x)))
 
 
 class EfficientNetLiteBackbone(TimmCNNBackbone):
