@@ -7,9 +7,6 @@ from dscnet.data.base import (
     TransformedDataset,
     WSSSDataset,
     drop_untagged,
-    read_class_file,
-    read_image,
-    read_mask,
     tags_from_mask,
 )
 from dscnet.data.build import (
@@ -26,6 +23,7 @@ from dscnet.data.build import (
 from dscnet.data.coco import COCODataset
 from dscnet.data.folder import FolderDataset
 from dscnet.data.palette import colorize_mask, voc_palette
+from dscnet.data.readers import DEFAULT_MAX_PIXELS, read_class_file, read_image, read_mask
 from dscnet.data.samplers import GroupBatchSampler
 from dscnet.data.synth import (
     SyntheticDataset,
@@ -38,6 +36,7 @@ from dscnet.data.transforms import EvalTransform, TrainTransform, denormalize, p
 from dscnet.data.voc import VOCDataset
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
     "IGNORE_INDEX",
     "VOC_CLASSES",
     "COCODataset",

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from dscnet.data.base import WSSSDataset, read_image
+from dscnet.data.base import WSSSDataset
+from dscnet.data.readers import read_image
 from dscnet.errors import DatasetError
 
 
@@ -51,11 +52,18 @@ class COCODataset(WSSSDataset):
         split: split name (only used in messages).
         images_dir: image folder, relative to ``root`` (e.g. ``val2014``) or absolute.
         annotation_file: instances JSON, relative to ``root`` or absolute.
+        max_pixels: larger images are refused (see :func:`~dscnet.data.readers.read_image`).
     """
 
     def __init__(
-        self, root: str | Path, split: str, images_dir: str | Path, annotation_file: str | Path
+        self,
+        root: str | Path,
+        split: str,
+        images_dir: str | Path,
+        annotation_file: str | Path,
+        max_pixels: int | None = None,
     ) -> None:
+        self.max_pixels = max_pixels
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise DatasetError(f"{self.root}: dataset root not found (data.root)")
@@ -107,7 +115,7 @@ class COCODataset(WSSSDataset):
         return self.cat_to_label[cat]
 
     def load_image(self, index: int) -> np.ndarray:
-        return read_image(self.image_dir / self._files[index])
+        return read_image(self.image_dir / self._files[index], self.max_pixels)
 
     def load_mask(self, index: int) -> np.ndarray:
         h, w = self._sizes[index]

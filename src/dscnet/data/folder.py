@@ -11,8 +11,10 @@ Tags are split on ``;`` when the field has one (so names may contain spaces), el
 whitespace; extra columns are read as more tags. JSON: ``{"cats/001.jpg": ["cat", "dog"],
 ...}`` (a list, or a string split as in the CSV). Image names are paths relative to the
 image folder; any file names work. Classes come from ``class_file`` (one name per line,
-background first; a list of foreground names alone also works) or, without one, from the
-sorted set of tags found.
+background first; a list of foreground names alone also works), else from ``classes.txt`` in
+the root when it exists (as in the VOC layout), and only without either from the sorted set
+of tags found. With a class list, class ids follow its order and a tag it does not name is
+an error naming the tags file, the line and the tag.
 """
 
 from __future__ import annotations
@@ -23,9 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from dscnet.data.base import BACKGROUND_NAMES, WSSSDataset, read_class_file, read_image
+from dscnet.data.base import WSSSDataset
+from dscnet.data.readers import BACKGROUND_NAMES, read_class_file, read_image
 from dscnet.errors import DatasetError
 
+# Read from the dataset root when data.folder.class_file is null, as VOCDataset does.
+DEFAULT_CLASS_FILE = "classes.txt"
 HEADER_FIRST = ("image", "images", "file", "filename", "file_name", "path", "name")
 
 
@@ -82,6 +87,7 @@ class FolderDataset(WSSSDataset):
     """Images in a folder with tags from a CSV/JSON file (see the module docstring).
 
     There are no masks: such a dataset trains the model and its CAMs, but cannot be scored.
+    ``max_pixels``: larger images are refused (see :func:`~dscnet.data.readers.read_image`).
     """
 
     def __init__(
@@ -90,7 +96,9 @@ class FolderDataset(WSSSDataset):
         image_dir: str | Path = "images",
         tags_file: str | Path = "tags.csv",
         class_file: str | Path | None = None,
+        max_pixels: int | None = None,
     ) -> None:
+        self.max_pixels = max_pixels
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise DatasetError(f"{self.root}: dataset root not found (data.root)")
@@ -113,8 +121,8 @@ class FolderDataset(WSSSDataset):
             for ln, name, tags in rows
         ]
 
-        if class_file is not None:
-            class_path = self._resolve(class_file)
+        class_path = self._resolve(class_file if class_file is not None else DEFAULT_CLASS_FILE)
+        if class_file is not None or class_path.is_file():
             self.class_names = read_class_file(class_path)
             index = {n: i for i, n in enumerate(self.class_names[1:])}
             for line, name, tags in rows:
@@ -165,7 +173,7 @@ class FolderDataset(WSSSDataset):
         return path if path.is_absolute() else self.root / path
 
     def load_image(self, index: int) -> np.ndarray:
-        return read_image(self._paths[index])
+        return read_image(self._paths[index], self.max_pixels)
 
     def load_mask(self, index: int) -> None:
         return None
