@@ -106,8 +106,8 @@ def test_evaluation_does_not_shift_the_global_random_stream():
 
 
 def test_config_errors():
-    with pytest.raises(ConfigError, match="data.type 'bogus' is unknown"):
-        build_dataset(load_config("base", ["data.type=bogus"]), "train", train=True)
+    with pytest.raises(ConfigError, match=r"data.type='bogus': must be one of synth, synth_photo"):
+        load_config("base", ["data.type=bogus"])  # refused at load time, before any work
     with pytest.raises(ConfigError, match="data.type=voc needs data.root"):
         build_dataset(load_config("base", ["data.type=voc"]), "train", train=True)
 

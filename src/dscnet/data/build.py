@@ -9,20 +9,19 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Sampler
 
+from dscnet.config_schema import DATA_TYPES
 from dscnet.data.base import (
     VOC_CLASSES,
     TransformedDataset,
     WSSSDataset,
     drop_untagged,
-    read_class_file,
 )
+from dscnet.data.readers import read_class_file
 from dscnet.data.samplers import GroupBatchSampler
 from dscnet.data.synth import SyntheticDataset, SynthSpec
 from dscnet.data.transforms import EvalTransform, TrainTransform, pad_collate
 from dscnet.errors import ConfigError, DatasetError
 from dscnet.utils.seed import worker_init_fn
-
-DATA_TYPES = ("synth", "synth_photo", "voc", "coco", "folder")
 
 
 def synth_spec(cfg: DictConfig) -> SynthSpec:
@@ -67,18 +66,21 @@ def build_base_dataset(cfg: DictConfig, split: str) -> WSSSDataset:
         return VOCDataset(
             _require_root(cfg), split, mask_dir=cfg.data.voc.mask_dir,
             labels_file=cfg.data.voc.labels_file, ignore_index=int(cfg.data.ignore_index),
+            max_pixels=cfg.data.max_pixels,
         )  # fmt: skip
     if kind == "coco":
         from dscnet.data.coco import COCODataset
 
         images, annotations = _coco_files(cfg, split)
-        return COCODataset(_require_root(cfg), split, images, annotations)
+        return COCODataset(_require_root(cfg), split, images, annotations, cfg.data.max_pixels)
     if kind == "folder":
         from dscnet.data.folder import FolderDataset
 
         # A folder has no splits: every split is the whole folder (it has no masks to score).
         f = cfg.data.folder
-        return FolderDataset(_require_root(cfg), f.image_dir, f.tags_file, f.class_file)
+        return FolderDataset(
+            _require_root(cfg), f.image_dir, f.tags_file, f.class_file, cfg.data.max_pixels
+        )
     raise ConfigError(f"data.type '{kind}' is unknown (choose one of {', '.join(DATA_TYPES)})")
 
 
