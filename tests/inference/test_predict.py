@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from dscnet.errors import MissingExtraError
-from dscnet.inference.predict import expand_inputs, output_stems, predict_paths
+from dscnet.inference.predict import predict_paths
+from dscnet.inference.predict_inputs import expand_inputs, output_stems
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -128,15 +129,17 @@ def test_expand_inputs_reports_empty_folders_and_patterns(tmp_path) -> None:
 
 
 def test_decompression_bomb_is_refused(colour_model, tmp_path) -> None:
-    Image.fromarray(_red_green(20, 30)).save(tmp_path / "big.png")
-    Image.fromarray(_red_green(5, 6)).save(tmp_path / "small.png")
+    images = tmp_path / "in"
+    images.mkdir()
+    Image.fromarray(_red_green(20, 30)).save(images / "big.png")
+    Image.fromarray(_red_green(5, 6)).save(images / "small.png")
     out = tmp_path / "out"
     summary = predict_paths(
-        colour_model, [tmp_path], out, MEAN, STD, NAMES, max_pixels=100, progress=False
+        colour_model, [images], out, MEAN, STD, NAMES, max_pixels=100, progress=False
     )
     assert summary.ok == 1 and (out / "small.png").is_file()
     (path, message), = summary.failed
-    assert path == str(tmp_path / "big.png")
+    assert path == str(images / "big.png")
     assert "30x20 = 600 pixels" in message and "decompression-bomb" in message
 
 
@@ -219,10 +222,10 @@ def test_predict_from_checkpoint_uses_its_config(tmp_path) -> None:
 
 def test_pixel_limit_overrides_pillows_in_both_directions(colour_model, tmp_path, monkeypatch) -> None:
     Image.fromarray(_red_green(20, 30)).save(tmp_path / "img.png")
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
-    refused = predict_paths(colour_model, [tmp_path / "img.png"], tmp_path / "o1", MEAN, STD, NAMES, progress=False)
-    assert refused.ok == 0 and "decompression-bomb" in refused.failed[0][1]
-    allowed = predict_paths(
-        colour_model, [tmp_path / "img.png"], tmp_path / "o2", MEAN, STD, NAMES, max_pixels=1000, progress=False
+    refused = predict_paths(
+        colour_model, [tmp_path / "img.png"], tmp_path / "o1", MEAN, STD, NAMES, max_pixels=100, progress=False
     )
+    assert refused.ok == 0 and "decompression-bomb" in refused.failed[0][1]
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # Pillow's limit does not decide
+    allowed = predict_paths(colour_model, [tmp_path / "img.png"], tmp_path / "o2", MEAN, STD, NAMES, progress=False)
     assert allowed.ok == 1 and Image.MAX_IMAGE_PIXELS == 100  # restored afterwards
