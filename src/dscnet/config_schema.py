@@ -74,20 +74,28 @@ class ExperimentConfig:
 
 @dataclass
 class SynthConfig:
-    # Ranges of the generator itself are checked by dscnet.data.synth.SynthSpec.
+    # dscnet.data.synth.SynthSpec checks itself against these ranges too (and num_classes
+    # against the number of shapes it can draw).
     num_classes: int = setting(8, ge=1, shape=True)
-    image_size: int = setting(112, ge=1)
+    image_size: int = setting(112, ge=32)
     num_train: int = setting(2000, ge=0)
     num_val: int = setting(300, ge=0)
     seed: int = setting(0, ge=0)
     min_objects: int = setting(1, ge=1)
     max_objects: int = setting(4, ge=1)
-    part_scale: float = setting(0.35, gt=0)
+    part_scale: float = setting(0.35, ge=0.05, le=0.8)
     cooccurrence: float = setting(0.8, ge=0, le=1)
     clutter: int = setting(3, ge=0)
     decoys: float = setting(0.6, ge=0, le=1)
-    object_scale: list[float] = setting([0.14, 0.28], gt=0, length=2, ordered=True)
+    object_scale: list[float] = setting([0.14, 0.28], ge=0.02, le=0.5, length=2, ordered=True)
     photo_backgrounds: bool = False
+
+    @staticmethod
+    def cross_checks(values: Mapping[str, Any]) -> list[tuple[str, str]]:
+        low, high = values.get("min_objects"), values.get("max_objects")
+        if low is not None and high is not None and low > high:
+            return [("min_objects", f"must not exceed data.synth.max_objects ({high})")]
+        return []
 
 
 @dataclass
@@ -155,7 +163,7 @@ class ModelConfig:
     seg_hidden: int = setting(128, ge=1, shape=True)
     proj_dim: int = setting(128, ge=1, shape=True)
     graph_rounds: int = setting(2, ge=0, shape=True)
-    bg_node: bool = setting(True, shape=True)
+    bg_node: bool = True
 
 
 @dataclass
