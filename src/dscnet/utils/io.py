@@ -12,12 +12,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 
@@ -59,6 +61,16 @@ def output_error(path: str | Path, exc: OSError) -> OutputError:
     return OutputError(f"{path}: cannot write: {os_reason(exc)}")
 
 
+@contextlib.contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Turn an ``OSError`` raised in the block into an :class:`OutputError` naming the file the
+    OS refused (or ``path`` when it does not say)."""
+    try:
+        yield
+    except OSError as exc:
+        raise output_error(exc.filename or path, exc) from None
+
+
 def check_output_dir(path: str | Path, what: str = "output folder") -> Path:
     """Raise :class:`OutputError` unless ``path`` is, or can be created as, a writable folder.
 
@@ -82,6 +94,9 @@ def check_output_file(path: str | Path, what: str = "output file") -> Path:
     path = Path(path).expanduser()
     if path.is_dir():
         raise OutputError(f"{path}: the {what} is a folder, not a file")
+    blocker = _blocking_file(path.parent)
+    if blocker is not None:
+        raise OutputError(f"{path}: cannot write the {what}: {blocker} is a file, not a folder")
     check_output_dir(path.parent, f"folder of the {what}")
     return path
 
@@ -121,18 +136,34 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
     return path
 
 
-def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` through :func:`atomic_write`.
+def torch_load_reason(exc: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in words, without torch's advice to retry
+    with ``weights_only=False`` (the wrong fix for a corrupt file, unsafe for a hostile one)."""
+    text = str(exc)
+    refused = re.search(r"unsupported (?:global: )?GLOBAL (\S+)", text, re.IGNORECASE)
+    if refused:
+        return f"it holds a pickled Python object ({refused.group(1)}), which a weights-only load refuses"
+    first = (text.strip().splitlines() or [""])[0][:200]
+    return type(exc).__name__ if "weights_only" in first else f"{type(exc).__name__}: {first}"
 
-    Saved through a Python file object: torch's own file writer reports a full disk as an
-    opaque "iostream error", Python's write as ``OSError(ENOSPC)``.
+
+def atomic_save(path: str | Path, save: Callable[[BinaryIO], Any]) -> Path:
+    """``save(file)`` into a binary Python file object, through :func:`atomic_write`.
+
+    For torch's serialisers: given a path, their C++ writer reports a full disk as an opaque
+    "iostream error"; given a Python file, the OS's ``OSError(ENOSPC)`` comes back and is named.
     """
 
     def write(tmp: Path) -> None:
         with tmp.open("wb") as fh:
-            torch.save(obj, fh)
+            save(fh)
 
     return atomic_write(path, write)
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` through :func:`atomic_save`."""
+    return atomic_save(path, lambda fh: torch.save(obj, fh))
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
