@@ -53,7 +53,7 @@ from dscnet.inference.predict_inputs import (
     output_stems,
 )
 from dscnet.utils.device import resolve_device
-from dscnet.utils.io import atomic_write, output_error
+from dscnet.utils.io import atomic_write, writing
 
 # Image score above which a class counts as present when choosing CAMs to draw.
 CAM_SCORE_THRESHOLD = 0.5
@@ -294,10 +294,8 @@ def predict_paths(
     # Before any work: never write over or among the inputs, never read earlier outputs.
     paths, problems = expand_inputs(inputs)
     out = check_output_folder(out_dir, inputs, paths)
-    try:
+    with writing(out):
         out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise output_error(out / INDEX_NAME, exc) from None
 
     if device is not None:
         model.to(resolve_device(str(device)))
@@ -447,7 +445,7 @@ def predict_from_checkpoint(
         std=list(cfg.data.std),
         class_names=class_names,
         scales=list(cfg.eval.scales) if scales is None else scales,
-        flip=bool(cfg.eval.flip) if flip is None else flip,
+        flip=cfg.eval.flip if flip is None else flip,
         crf=crf_params,
         **kwargs,
     )
