@@ -10,7 +10,7 @@ import dscnet
 # Bottom first. A package may import from its own floor or any floor below it.
 FLOORS = [
     ("errors", "utils"),
-    ("config",),
+    ("config", "config_schema"),
     ("evaluation",),
     ("data",),
     ("cam",),

@@ -19,6 +19,10 @@ class CheckpointError(DscnetError):
     """A checkpoint or weight file is missing, corrupt or does not match the model."""
 
 
+class OutputError(DscnetError):
+    """An output file or folder cannot be written; the message names the path and the reason."""
+
+
 class MissingExtraError(DscnetError):
     """An optional dependency is not installed; the message names the pip extra."""
 

@@ -108,7 +108,9 @@ def test_evaluation_does_not_shift_the_global_random_stream():
 
 
 def test_config_errors():
-    with pytest.raises(ConfigError, match="data.type 'bogus' is unknown"):
+    # data.type is any registered name (plug-ins too): refused when the dataset is built,
+    # the first thing every command does.
+    with pytest.raises(ConfigError, match=r"data.type 'bogus' is unknown \(choose one of coco, folder, synth"):
         build_dataset(load_config("base", ["data.type=bogus"]), "train", train=True)
     with pytest.raises(ConfigError, match="data.type=voc needs data.root"):
         build_dataset(load_config("base", ["data.type=voc"]), "train", train=True)

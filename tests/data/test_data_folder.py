@@ -94,3 +94,21 @@ def test_build_dataset_folder_no_masks_and_skip_warning(folder, caplog):
     assert len(train) == 1
     item = build_dataset(cfg, "val", train=False)[1]
     assert item["id"] == "b" and item["mask"].shape == (8, 10) and (item["mask"] == 255).all()
+
+
+def test_classes_txt_in_the_root_is_read_without_class_file(folder):
+    # As in the VOC layout: the root's classes.txt fixes the class list and its order.
+    (folder / "classes.txt").write_text("background\ndog\ncat\n")
+    (folder / "tags.csv").write_text("a.jpg,cat\nb.png,dog;cat\n")
+    ds = FolderDataset(folder)
+    assert ds.class_names == ["background", "dog", "cat"]  # the file's order, not sorted
+    np.testing.assert_array_equal(ds.tags, [[0, 1], [1, 1]])
+    (folder / "tags.csv").write_text("a.jpg,cat\nb.png,dgo\n")  # a misspelt tag
+    with pytest.raises(
+        DatasetError, match=r"tags\.csv:2: unknown tag\(s\) \['dgo'\] for image 'b\.png' \(not in the class list .*classes\.txt\)"
+    ):
+        FolderDataset(folder)
+    cfg = load_config("base", ["data.type=folder", f"data.root={folder}"])
+    assert class_names(cfg) == ["background", "dog", "cat"]  # cheap: the class file alone
+    with pytest.raises(DatasetError, match="'dgo'"):
+        build_dataset(cfg, "train", train=True)

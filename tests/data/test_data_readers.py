@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import errno
+import struct
+import zlib
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from dscnet.data.base import (
+from dscnet.data.base import tags_from_mask
+from dscnet.data.palette import colorize, voc_palette
+from dscnet.data.readers import (
+    DEFAULT_MAX_PIXELS,
     check_label_ids,
     image_size,
     read_class_file,
     read_image,
     read_mask,
-    tags_from_mask,
 )
-from dscnet.data.palette import colorize, voc_palette
 from dscnet.errors import DatasetError
 from tests.data.datahelpers import rgb_image, save_palette_png
 
@@ -96,11 +101,51 @@ def test_exif_orientation_is_applied(tmp_path):
     assert out[0, -1].mean() > 200 and out[-1, 0].mean() < 60
 
 
-def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
+def png_claiming(width: int, height: int) -> bytes:
+    """A 100-byte PNG whose header claims ``width x height`` RGB pixels (a decompression bomb
+    in miniature: decoding it would allocate the claimed size)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_is_refused_from_the_header(tmp_path):
+    # 8000 x 8000 = 64 Mpixel: under Pillow's 89 Mpixel, over dscnet's 40 Mpixel default.
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_claiming(8000, 8000))
+    assert path.stat().st_size < 200 and 8000 * 8000 > DEFAULT_MAX_PIXELS
+    # Refused from the header: decoding would have reported the file as truncated instead.
+    for read in (read_image, image_size, read_mask):
+        with pytest.raises(DatasetError, match=r"bomb\.png: .* refused: it is 8000x8000 = 64,000,000 pixels"):
+            read(path)
+    # The limit can be raised (then the file is read, and found truncated).
+    with pytest.raises(DatasetError, match="corrupt or truncated"):
+        read_image(path, max_pixels=64_000_000)
+
+
+def test_pixel_limit_is_dscnets_not_pillows(tmp_path, monkeypatch):
     Image.fromarray(rgb_image(40, 40, 2)).save(tmp_path / "big.png")
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
-    with pytest.raises(DatasetError, match=r"big\.png: image is larger than Pillow's limit of 100"):
-        read_image(tmp_path / "big.png")
+    with pytest.raises(DatasetError, match=r"big\.png: image refused: it is 40x40 = 1,600 pixels, more than the limit of 100 pixels"):
+        read_image(tmp_path / "big.png", max_pixels=100)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # Pillow's own guard, lowered
+    assert read_image(tmp_path / "big.png").shape == (40, 40, 3)
+    assert Image.MAX_IMAGE_PIXELS == 100  # left as it was
+
+
+def test_unreadable_file_is_not_called_corrupt(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    Image.fromarray(rgb_image(4, 4, 0)).save(tmp_path / "locked.png")
+
+    def denied(self, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "open", denied)  # chmod 000 does not stop root, this does
+    with pytest.raises(DatasetError, match=r"locked\.png: cannot read image: permission denied$"):
+        read_image(tmp_path / "locked.png")
 
 
 def test_read_mask_palette_and_grey(tmp_path):
@@ -157,3 +202,9 @@ def test_class_file_forms(tmp_path):
         read_class_file(tmp_path / "c.txt")
     with pytest.raises(DatasetError, match="class list file not found"):
         read_class_file(tmp_path / "none.txt")
+
+
+def test_class_file_with_background_last_says_so(tmp_path):
+    (tmp_path / "c.txt").write_text("cat\ndog\nbackground\n")
+    with pytest.raises(DatasetError, match=r"c\.txt:3: 'background' must be the first class"):
+        read_class_file(tmp_path / "c.txt")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dscnet.config import load_config
 from dscnet.data.base import tags_from_mask
 from dscnet.data.synth import (
     SyntheticDataset,
@@ -176,14 +177,17 @@ def test_cooccurrence_statistic_matches_the_knob(cooc):
 
 
 def test_spec_validation_and_split_names():
-    with pytest.raises(ConfigError, match="num_classes must be in 1..10"):
+    with pytest.raises(ConfigError, match=r"data.synth.num_classes=11: must be <= 10"):
         SynthSpec(num_classes=11)
-    with pytest.raises(ConfigError, match="min_objects <= max_objects"):
+    with pytest.raises(ConfigError, match="data.synth.min_objects=3: must not exceed data.synth.max_objects"):
         SynthSpec(min_objects=3, max_objects=2)
-    with pytest.raises(ConfigError, match="cooccurrence"):
+    with pytest.raises(ConfigError, match=r"data.synth.cooccurrence=1.5: must be <= 1"):
         SynthSpec(cooccurrence=1.5)
-    with pytest.raises(ConfigError, match="object_scale"):
+    with pytest.raises(ConfigError, match=r"data.synth.object_scale=\(0.3, 0.2\): must be \[low, high\]"):
         SynthSpec(object_scale=(0.3, 0.2))
+    # The same ranges refuse the config at load time (one schema for both).
+    with pytest.raises(ConfigError, match="data.synth.image_size=16: must be >= 32"):
+        load_config("synth_cpu", ["data.synth.image_size=16"])
     with pytest.raises(DatasetError, match=r"no split 'test' \(available splits: train, val\)"):
         SyntheticDataset(SMALL, "test")
 

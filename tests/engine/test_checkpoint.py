@@ -1,3 +1,4 @@
+import errno
 import random
 from pathlib import Path
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 
 from dscnet.engine.checkpoint import rng_state, save_checkpoint, set_rng_state
-from dscnet.errors import CheckpointError
+from dscnet.errors import CheckpointError, OutputError
 from dscnet.models.loading import load_checkpoint
 from dscnet.utils.io import atomic_write
 
@@ -34,9 +35,9 @@ def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path: Path):
 
     def boom(tmp: Path) -> None:
         tmp.write_text("half")
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OutputError, match=r"last\.pth: cannot write: no space left on device"):
         atomic_write(target, boom)
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["last.pth"]  # no temp file left

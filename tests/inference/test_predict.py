@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import csv
+import errno
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from dscnet.errors import MissingExtraError
-from dscnet.inference.predict import expand_inputs, output_stems, predict_paths
+from dscnet.inference.predict import predict_paths
+from dscnet.inference.predict_inputs import expand_inputs, output_stems
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -128,15 +131,17 @@ def test_expand_inputs_reports_empty_folders_and_patterns(tmp_path) -> None:
 
 
 def test_decompression_bomb_is_refused(colour_model, tmp_path) -> None:
-    Image.fromarray(_red_green(20, 30)).save(tmp_path / "big.png")
-    Image.fromarray(_red_green(5, 6)).save(tmp_path / "small.png")
+    images = tmp_path / "in"
+    images.mkdir()
+    Image.fromarray(_red_green(20, 30)).save(images / "big.png")
+    Image.fromarray(_red_green(5, 6)).save(images / "small.png")
     out = tmp_path / "out"
     summary = predict_paths(
-        colour_model, [tmp_path], out, MEAN, STD, NAMES, max_pixels=100, progress=False
+        colour_model, [images], out, MEAN, STD, NAMES, max_pixels=100, progress=False
     )
     assert summary.ok == 1 and (out / "small.png").is_file()
     (path, message), = summary.failed
-    assert path == str(tmp_path / "big.png")
+    assert path == str(images / "big.png")
     assert "30x20 = 600 pixels" in message and "decompression-bomb" in message
 
 
@@ -219,10 +224,107 @@ def test_predict_from_checkpoint_uses_its_config(tmp_path) -> None:
 
 def test_pixel_limit_overrides_pillows_in_both_directions(colour_model, tmp_path, monkeypatch) -> None:
     Image.fromarray(_red_green(20, 30)).save(tmp_path / "img.png")
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
-    refused = predict_paths(colour_model, [tmp_path / "img.png"], tmp_path / "o1", MEAN, STD, NAMES, progress=False)
-    assert refused.ok == 0 and "decompression-bomb" in refused.failed[0][1]
-    allowed = predict_paths(
-        colour_model, [tmp_path / "img.png"], tmp_path / "o2", MEAN, STD, NAMES, max_pixels=1000, progress=False
+    refused = predict_paths(
+        colour_model, [tmp_path / "img.png"], tmp_path / "o1", MEAN, STD, NAMES, max_pixels=100, progress=False
     )
+    assert refused.ok == 0 and "decompression-bomb" in refused.failed[0][1]
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # Pillow's limit does not decide
+    allowed = predict_paths(colour_model, [tmp_path / "img.png"], tmp_path / "o2", MEAN, STD, NAMES, progress=False)
     assert allowed.ok == 1 and Image.MAX_IMAGE_PIXELS == 100  # restored afterwards
+
+
+def _tree(folder) -> dict:
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_out_among_the_inputs_is_refused_before_any_work(colour_model, folder, tmp_path) -> None:
+    from dscnet.errors import OutputError
+
+    before = _tree(folder)
+    (folder / "sub").mkdir()
+    image = folder / "a_rgb.png"
+    for inputs, out, why in [
+        ([folder], folder, "is the input folder"),
+        ([folder], folder / "sub", "lies inside the input folder"),
+        ([str(folder / "*.png")], folder, "is the input folder"),
+        ([image], folder, "is the folder of input images"),
+    ]:
+        with pytest.raises(OutputError, match=why):
+            predict_paths(colour_model, inputs, out, MEAN, STD, NAMES, progress=False)
+    assert _tree(folder) == before  # not one byte written or overwritten
+    # A plain pattern's folder may hold the output folder: the pattern never reads it.
+    summary = predict_paths(colour_model, [str(folder / "*.png")], folder / "sub", MEAN, STD, NAMES, progress=False)
+    assert summary.ok == 2
+
+
+def test_outputs_of_an_earlier_run_are_not_inputs(colour_model, folder, tmp_path) -> None:
+    from dscnet.errors import DatasetError
+
+    out = tmp_path / "out"
+    predict_paths(colour_model, [folder], out, MEAN, STD, NAMES, progress=False)
+    again = tmp_path / "again"
+    with pytest.raises(DatasetError, match=r"output folder of an earlier dscnet predict \(it holds index\.csv\)"):
+        predict_paths(colour_model, [out], again, MEAN, STD, NAMES, progress=False)
+    with pytest.raises(DatasetError, match="earlier dscnet predict"):
+        predict_paths(colour_model, [out / "a_rgb.png"], again, MEAN, STD, NAMES, progress=False)
+    assert not again.exists()
+
+
+def test_broken_links_and_folders_named_like_images_are_reported(colour_model, tmp_path) -> None:
+    images = tmp_path / "in"
+    images.mkdir()
+    Image.fromarray(_red_green(8, 8)).save(images / "ok.png")
+    (images / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")
+    (images / "album.png").mkdir()
+    out = tmp_path / "out"
+    summary = predict_paths(colour_model, [images, str(images / "*.jpg")], out, MEAN, STD, NAMES, progress=False)
+    assert summary.ok == 1
+    failed = dict(summary.failed)
+    assert "broken symbolic link" in failed[str(images / "gone.jpg")]
+    assert "is a folder named like an image" in failed[str(images / "album.png")]
+    with open(out / "index.csv") as f:
+        rows = {r["input"]: r for r in csv.DictReader(f)}
+    assert rows[str(images / "ok.png")]["mask"] == "ok.png"
+    assert "broken symbolic link" in rows[str(images / "gone.jpg")]["error"]
+    assert "folder" in rows[str(images / "album.png")]["error"]
+
+
+def test_a_full_disk_stops_the_run_and_index_csv_says_what_happened(colour_model, tmp_path, monkeypatch) -> None:
+    from dscnet.errors import OutputError
+
+    images = tmp_path / "in"
+    images.mkdir()
+    for name in ("a", "b", "c"):
+        Image.fromarray(_red_green(8, 8)).save(images / f"{name}.png")
+    real_save, calls = Image.Image.save, []
+
+    def save_until_the_disk_is_full(self, fp, *args, **kwargs):
+        calls.append(fp)
+        if len(calls) > 2:  # a's mask and overlay fit, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", save_until_the_disk_is_full)
+    out = tmp_path / "out"
+    with pytest.raises(OutputError, match=r"b\.png: cannot write: no space left on device"):
+        predict_paths(colour_model, [images], out, MEAN, STD, NAMES, progress=False)
+    with open(out / "index.csv") as f:
+        rows = {Path(r["input"]).name: r for r in csv.DictReader(f)}
+    assert rows["a.png"]["mask"] == "a.png" and rows["a.png"]["error"] == ""
+    assert "no space left on device" in rows["b.png"]["error"]
+    assert rows["c.png"]["error"].startswith(f"{images / 'c.png'}: not processed (the run stopped")
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "a_overlay.jpg", "index.csv"]  # no temp files
+
+
+def test_masks_and_overlays_honour_the_umask(colour_model, tmp_path) -> None:
+    import os
+    import stat
+
+    Image.fromarray(_red_green(8, 8)).save(tmp_path / "img.png")
+    old = os.umask(0o027)
+    try:
+        predict_paths(colour_model, [tmp_path / "img.png"], tmp_path / "out", MEAN, STD, NAMES, progress=False)
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "out").iterdir()}
+    assert modes == {"img.png": 0o640, "img_overlay.jpg": 0o640, "index.csv": 0o640}

@@ -9,7 +9,6 @@ import argparse
 import json
 import statistics
 import time
-from pathlib import Path
 
 from omegaconf import OmegaConf
 
@@ -17,7 +16,7 @@ from dscnet.cli.common import add_config_args, config_from_args, mean_std
 from dscnet.config import apply_overrides
 from dscnet.engine.experiment import Job, RunView, run_jobs
 from dscnet.errors import ConfigError
-from dscnet.utils.io import atomic_write_text
+from dscnet.utils.io import atomic_write_text, check_output_dir
 from dscnet.visualize.examples import write_cam_comparison
 
 ROWS: dict[str, tuple[bool, bool, bool]] = {
@@ -102,8 +101,8 @@ def run(args: argparse.Namespace) -> int:
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
         raise ConfigError(f"unknown ablation rows {unknown}; choose from {list(ROWS)}")
-    out = Path(args.out)
-    base_seed = int(cfg.experiment.seed)
+    out = check_output_dir(args.out)
+    base_seed = cfg.experiment.seed
     resume = "auto" if args.resume else None
     jobs = []
     for row in rows:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from dscnet.config import load_config
 from dscnet.data.synth import SyntheticDataset, SynthSpec, preview_grid, write_synthetic_voc
+from dscnet.utils.io import check_output_dir
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,6 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_synth(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
+    check_output_dir(args.out)
     spec = SynthSpec.from_config(cfg.data.synth, photo_backgrounds=True if args.photo else None)
     out = write_synthetic_voc(args.out, spec)
     print(f"wrote {spec.num_train} train + {spec.num_val} val images ({spec.num_classes} classes, {spec.image_size} px) to {out}")

@@ -14,13 +14,12 @@ import argparse
 import json
 import os
 import time
-from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from dscnet.config import apply_overrides, load_config
 from dscnet.engine.experiment import RunView, run_jobs
-from dscnet.utils.io import atomic_write_text
+from dscnet.utils.io import atomic_write_text, check_output_dir
 from dscnet.visualize.examples import write_examples
 
 BACKBONE_CONFIGS = {"small_cnn": "synth_cpu", "efficientnet_lite0": "photos_cpu"}
@@ -61,11 +60,11 @@ def _fmt(value: float | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    out = Path(args.out)
+    out = check_output_dir(args.out)
     name = args.config or BACKBONE_CONFIGS[args.backbone]
     cfg = load_config(name, args.overrides)
     weak_cfg = apply_overrides(cfg, [f"experiment.work_dir={out / 'weak'}"])
-    jobs = [(OmegaConf.to_container(weak_cfg, resolve=True), "weak", int(cfg.experiment.seed), ("seg", "cam", "pseudo"))]
+    jobs = [(OmegaConf.to_container(weak_cfg, resolve=True), "weak", cfg.experiment.seed, ("seg", "cam", "pseudo"))]
     if not args.no_upper_bound:
         full_cfg = apply_overrides(
             cfg,
@@ -77,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
                 "loss.cross.enabled=false",
             ],
         )
-        jobs.append((OmegaConf.to_container(full_cfg, resolve=True), "fully_supervised", int(cfg.experiment.seed), ("seg",)))
+        jobs.append((OmegaConf.to_container(full_cfg, resolve=True), "fully_supervised", cfg.experiment.seed, ("seg",)))
     workers = max(1, min(args.workers, len(jobs)))
     print(
         f"[1/2] training {cfg.model.backbone} on {cfg.data.type} for {cfg.train.max_steps} steps: "
@@ -96,10 +95,10 @@ def run(args: argparse.Namespace) -> int:
     wm = weak["metrics"]
     summary = {
         "config": name,
-        "backbone": str(cfg.model.backbone),
-        "data": str(cfg.data.type),
+        "backbone": cfg.model.backbone,
+        "data": cfg.data.type,
         "val_images": len(view.val_set),
-        "steps": int(cfg.train.max_steps),
+        "steps": cfg.train.max_steps,
         "cam_split": weak["splits"]["cam"],
         "cam_miou": wm["cam"]["miou"],
         "pseudo_miou": wm["pseudo"]["miou"],

@@ -13,7 +13,7 @@ from dscnet.engine.evaluate import evaluate
 from dscnet.errors import ConfigError
 from dscnet.evaluation.io import write_metrics
 from dscnet.models.loading import load_model_from_checkpoint
-from dscnet.utils.io import atomic_write_text
+from dscnet.utils.io import atomic_write_text, check_output_dir
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -57,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
         model, cfg, class_names = load_model_from_checkpoint(args.checkpoint, device=ctx.device)
         cfg = apply_overrides(cfg, args.overrides)
         split = args.split or cfg.data.val_split
+        out_dir = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent.parent / "eval" / split
+        check_output_dir(out_dir)  # before the evaluation, not after it
         dataset = build_dataset(cfg, split, train=False)
         if not dataset.has_masks:
             raise ConfigError(f"split '{split}' has no ground-truth masks: nothing to evaluate against")
@@ -65,7 +67,6 @@ def run(args: argparse.Namespace) -> int:
                 f"the classes of split '{split}' ({len(dataset.class_names)}) differ from the "
                 f"checkpoint's ({len(class_names)})"
             )
-        out_dir = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent.parent / "eval" / split
         modes = ["seg", "cam", "pseudo"] if args.what == "all" else [args.what]
         summary: dict[str, dict] = {}
         for mode in modes:

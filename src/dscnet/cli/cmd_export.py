@@ -7,6 +7,7 @@ from pathlib import Path
 
 from dscnet.inference.export import export_onnx, export_torchscript
 from dscnet.models.loading import load_model_from_checkpoint
+from dscnet.utils.io import check_output_file
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,10 +24,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    model, cfg, class_names = load_model_from_checkpoint(args.checkpoint, device="cpu")
     suffix = ".onnx" if args.format == "onnx" else ".torchscript.pt"
-    out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(suffix)
-    size = int(cfg.data.train_aug.crop_size)
+    out = check_output_file(Path(args.out) if args.out else Path(args.checkpoint).with_suffix(suffix))
+    model, cfg, class_names = load_model_from_checkpoint(args.checkpoint, device="cpu")
+    size = cfg.data.train_aug.crop_size
     if args.format == "onnx":
         path = export_onnx(model, out, example_size=(1, 3, size, size))
     else:

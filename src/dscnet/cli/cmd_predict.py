@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from dscnet.data.readers import DEFAULT_MAX_PIXELS
 from dscnet.inference.predict import predict_from_checkpoint
+from dscnet.utils.io import check_output_dir
 
 
 def _scales(text: str) -> list[float]:
@@ -19,8 +21,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "predict",
         help="segment images with a trained checkpoint",
         description="Write a VOC-palette PNG mask (same size as the input) per image, plus "
-        "an optional colour overlay and per-class CAMs. Tags are never read. A file that "
-        "cannot be read is reported and skipped; the exit status is 1 if any failed.",
+        "an optional colour overlay and per-class CAMs, and index.csv (input -> mask or error). "
+        "Tags are never read. A file that cannot be read is reported and skipped; the exit "
+        "status is 1 if any failed. --out must lie outside the input folders.",
     )
     p.add_argument("--checkpoint", required=True)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
@@ -31,11 +34,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--no-overlay", action="store_true", help="do not write colour overlays")
     p.add_argument("--cams", action="store_true", help="also write CAM heatmaps of the classes the model detects")
-    p.add_argument("--max-pixels", type=int, default=None, help="refuse images with more pixels (decompression-bomb guard)")
+    p.add_argument(
+        "--max-pixels", type=int, default=None,
+        help=f"refuse images with more pixels, from their header (decompression-bomb guard; default {DEFAULT_MAX_PIXELS:,})",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output_dir(args.out)  # before loading the model; predict_paths checks the rest
     kwargs = {} if args.max_pixels is None else {"max_pixels": args.max_pixels}
     summary = predict_from_checkpoint(
         args.checkpoint,

@@ -10,6 +10,7 @@ from dscnet.data.build import build_dataset
 from dscnet.inference.pseudo_export import export_pseudo_labels
 from dscnet.models.loading import load_model_from_checkpoint
 from dscnet.utils.device import resolve_device
+from dscnet.utils.io import check_output_dir
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -31,6 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output_dir(args.out)
     device = resolve_device(args.device)
     model, cfg, class_names = load_model_from_checkpoint(args.checkpoint, device=device)
     cfg = apply_overrides(cfg, args.overrides)

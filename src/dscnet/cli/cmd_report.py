@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from dscnet.errors import DscnetError
+from dscnet.utils.io import check_output_file
 from dscnet.visualize.report import write_report
 
 
@@ -19,6 +20,7 @@ def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise DscnetError(f"run directory not found: {run_dir}")
+    check_output_file(run_dir / "report.html", "report")
     path = write_report(run_dir)
     print(f"report written to {path}")
     return 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from dscnet.cam.labeler import Thresholds
 from dscnet.cli.common import mean_std
@@ -14,7 +13,7 @@ from dscnet.engine.threshold_sweep import SWEEP_MODES, sweep_bg_threshold
 from dscnet.errors import ConfigError
 from dscnet.models.loading import load_model_from_checkpoint
 from dscnet.utils.device import resolve_device
-from dscnet.utils.io import atomic_write_text
+from dscnet.utils.io import atomic_write_text, check_output_file
 
 DEFAULT_THRESHOLDS = "0.25,0.30,0.35,0.40,0.45,0.50,0.55"
 
@@ -82,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
     thresholds = parse_thresholds(args.thresholds)
     if args.band < 0:
         raise ConfigError(f"--band must be >= 0 (half-width of the uncertain band), got {args.band}")
+    if args.json:
+        check_output_file(args.json, "--json file")
     device = resolve_device(args.device)
     per_checkpoint, names = [], None
     for path in args.checkpoint:
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         if names is not None and class_names != names:
             raise ConfigError(f"{path}: its classes differ from those of {args.checkpoint[0]}")
         names = class_names
-        split = args.split or cfg.eval.get("cam_split") or cfg.data.val_split
+        split = args.split or cfg.eval.cam_split or cfg.data.val_split
         dataset = build_dataset(cfg, split, train=False)
         if not dataset.has_masks:
             raise ConfigError(f"split '{split}' has no ground-truth masks: nothing to score the thresholds on")
@@ -106,6 +107,5 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         payload = {"checkpoints": list(args.checkpoint), "what": args.what, "band": args.band,
                    "summary": rows, "per_checkpoint": per_checkpoint}
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(Path(args.json), json.dumps(payload, indent=2))
+        atomic_write_text(args.json, json.dumps(payload, indent=2))
     return 0

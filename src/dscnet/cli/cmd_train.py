@@ -6,7 +6,8 @@ import argparse
 
 from dscnet.cli.common import add_config_args, config_from_args
 from dscnet.engine.distributed import cleanup_distributed, init_distributed
-from dscnet.engine.trainer import Trainer
+from dscnet.engine.trainer import Trainer, TrainResult
+from dscnet.utils.io import check_output_dir
 from dscnet.visualize.examples import write_examples
 
 
@@ -25,6 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
+    check_output_dir(cfg.experiment.work_dir, "run folder (experiment.work_dir)")
     ctx = init_distributed(cfg.experiment.device)
     try:
         trainer = Trainer(cfg, ctx, resume=args.resume)
@@ -37,11 +39,7 @@ def run(args: argparse.Namespace) -> int:
         cleanup_distributed()
     if ctx.is_main:
         best = f"{result.best_miou:.4f}" if result.best_miou is not None else "n/a"
-        print(
-            f"trained {result.steps} steps in {result.seconds:.0f} s "
-            f"({result.images_per_second:.1f} images/s); best val seg mIoU {best}; "
-            f"run dir {result.run_dir}"
-        )
+        print(f"{describe_steps(result, cfg.train.max_steps)}; best val seg mIoU {best}; run dir {result.run_dir}")
         if final:
             print(
                 "final val mIoU: "
@@ -51,3 +49,15 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"validation split '{cfg.data.val_split}' has no masks: no mIoU to report")
     return 0
+
+
+def describe_steps(result: TrainResult, max_steps: int) -> str:
+    """What this run trained: its own steps (not those of the run it resumed) and their speed."""
+    ran = result.steps - result.start_step
+    if ran:
+        text = f"trained {ran} steps in {result.seconds:.0f} s ({result.images_per_second:.1f} images/s)"
+    else:
+        text = f"no step to train (train.max_steps={max_steps})"
+    if result.start_step:
+        text += f", resumed at step {result.start_step}, now at step {result.steps}"
+    return text

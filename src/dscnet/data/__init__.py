@@ -7,9 +7,6 @@ from dscnet.data.base import (
     TransformedDataset,
     WSSSDataset,
     drop_untagged,
-    read_class_file,
-    read_image,
-    read_mask,
     tags_from_mask,
 )
 from dscnet.data.build import (
@@ -25,6 +22,7 @@ from dscnet.data.build import (
 from dscnet.data.coco import COCODataset
 from dscnet.data.folder import FolderDataset
 from dscnet.data.palette import VOC_PALETTE, colorize, save_palette_png, voc_palette
+from dscnet.data.readers import DEFAULT_MAX_PIXELS, read_class_file, read_image, read_mask
 from dscnet.data.registry import DatasetSource, dataset_source, list_datasets, register_dataset
 from dscnet.data.samplers import GroupBatchSampler
 from dscnet.data.synth import (
@@ -39,6 +37,7 @@ from dscnet.data.transforms import EvalTransform, TrainTransform, collate_same_s
 from dscnet.data.voc import VOCDataset
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
     "IGNORE_INDEX",
     "VOC_PALETTE",
     "VOC_CLASSES",

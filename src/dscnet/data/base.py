@@ -1,4 +1,4 @@
-"""The dataset interface shared by every data source, and robust image/mask readers.
+"""The dataset interface shared by every data source (file readers: :mod:`dscnet.data.readers`).
 
 Every source (synthetic benchmark, VOC, COCO, plain folder) is a :class:`WSSSDataset`:
 ids, class names (background first), multi-hot tags over the C foreground classes, and
@@ -9,23 +9,17 @@ training and evaluation loops consume, so every dataset goes through one code pa
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
 
-from dscnet.data.palette import voc_palette
 from dscnet.errors import DatasetError
 
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = 255
-# Names of the background entry accepted in class-list files.
-BACKGROUND_NAMES = ("background", "_background_", "__background__", "bg")
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
     "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
@@ -131,163 +125,7 @@ def drop_untagged(dataset: WSSSDataset) -> WSSSDataset:
     return SubsetDataset(dataset, keep)
 
 
-# ----------------------------------------------------------------------------- readers
-_RGB_MODES = ("RGB",)
-
-
-def _to_uint8_rgb(img: Image.Image) -> np.ndarray:
-    """Convert any Pillow mode (1, L, P, RGBA, LA, CMYK, I;16, I, F, ...) to RGB uint8."""
-    mode = img.mode
-    if mode in _RGB_MODES:
-        return np.asarray(img, dtype=np.uint8)
-    if mode.startswith("I;16") or mode in ("I", "F"):
-        # 16-bit / 32-bit / float greyscale: Pillow's own conversion to 8 bits clips
-        # values > 255, which turns most 16-bit photos white, so rescale explicitly.
-        arr = np.asarray(img).astype(np.float64)
-        if mode.startswith("I;16"):
-            arr = arr / 257.0
-        elif mode == "F" and arr.size and np.nanmax(arr) <= 1.0:
-            arr = arr * 255.0
-        elif mode == "I" and arr.size and arr.max() > 255:
-            arr = arr * (255.0 / 65535.0) if arr.max() <= 65535 else arr * (255.0 / arr.max())
-        grey = np.clip(np.nan_to_num(arr), 0, 255).round().astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=2)
-    if mode in ("P", "PA") or (mode in ("LA", "RGBA", "La", "RGBa")):
-        # Going through RGBA handles palette transparency; alpha is then dropped
-        # (the colour under the alpha channel is kept, as VOC-style loaders do).
-        img = img.convert("RGBA")
-    return np.asarray(img.convert("RGB"), dtype=np.uint8)
-
-
-def _open_checked(path: Path, what: str) -> Image.Image:
-    """Open and fully decode an image file, turning every failure into a DatasetError."""
-    if not path.is_file():
-        raise DatasetError(f"{path}: {what} file not found")
-    try:
-        # Our own file handle, closed once the pixels are decoded: no handle stays open
-        # (multi-frame files would otherwise keep theirs), only the first frame is read.
-        with warnings.catch_warnings(), path.open("rb") as fh:
-            # Pillow warns above MAX_IMAGE_PIXELS and raises above twice that: refuse both.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(fh)
-            img.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise DatasetError(
-            f"{path}: {what} is larger than Pillow's limit of {Image.MAX_IMAGE_PIXELS} pixels "
-            "and was refused as a possible decompression bomb (raise PIL.Image.MAX_IMAGE_PIXELS "
-            "if the file is genuine)"
-        ) from None
-    except UnidentifiedImageError:
-        raise DatasetError(f"{path}: cannot read {what}: not an image or corrupt") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        # Truncated files raise OSError("image file is truncated ...") on load().
-        raise DatasetError(f"{path}: cannot read {what}: corrupt or truncated ({exc})") from None
-    return img
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as RGB uint8 ``[H, W, 3]``.
-
-    EXIF orientation is applied; greyscale, palette, RGBA, CMYK and 16-bit images are
-    converted (never refused). Missing, unreadable, corrupt or truncated files and
-    decompression bombs raise :class:`DatasetError` naming the file.
-    """
-    path = Path(path)
-    img = _open_checked(path, "image")
-    try:
-        img = ImageOps.exif_transpose(img)
-    except Exception as exc:  # noqa: BLE001 - malformed EXIF must not stop training
-        logger.warning("%s: ignoring unreadable EXIF orientation (%s)", path, exc)
-    return _to_uint8_rgb(img)
-
-
-def image_size(path: str | Path) -> tuple[int, int]:
-    """``(height, width)`` of an image as :func:`read_image` returns it, from its header only."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"{path}: image file not found")
-    try:
-        with Image.open(path) as img:
-            width, height = img.size
-            orientation = img.getexif().get(0x0112, 1)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DatasetError(f"{path}: cannot read image: not an image or corrupt ({exc})") from None
-    # EXIF orientations 5-8 rotate by 90 degrees, so exif_transpose swaps the sides.
-    if orientation in (5, 6, 7, 8):
-        width, height = height, width
-    return height, width
-
-
-def _rgb_mask_to_indices(rgb: np.ndarray, path: Path) -> np.ndarray:
-    """Map a colour-coded mask saved as RGB back to label indices through the VOC palette."""
-    code = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
-    pal = voc_palette().astype(np.int32)
-    pal_code = (pal[:, 0] << 16) | (pal[:, 1] << 8) | pal[:, 2]
-    colours, inverse = np.unique(code, return_inverse=True)
-    lookup = {int(c): i for i, c in enumerate(pal_code)}
-    labels = np.array([lookup.get(int(c), -1) for c in colours], dtype=np.int64)
-    if (labels < 0).any():
-        bad = [f"#{int(c):06x}" for c in colours[labels < 0][:5]]
-        raise DatasetError(
-            f"{path}: RGB mask has colours that are not in the VOC palette ({', '.join(bad)}); "
-            "save masks as palette ('P') or greyscale ('L') PNGs of class indices"
-        )
-    return labels[inverse.reshape(code.shape)].astype(np.uint8)
-
-
-def read_mask(
-    path: str | Path,
-    num_classes: int | None = None,
-    expected_size: tuple[int, int] | None = None,
-    image_path: str | Path | None = None,
-    ignore_index: int = IGNORE_INDEX,
-) -> np.ndarray:
-    """Read a label PNG as uint8 indices ``[H, W]``.
-
-    Palette ('P') and greyscale ('L') PNGs give their indices directly; RGB masks are
-    decoded through the VOC palette. When ``expected_size`` (height, width) is given the
-    mask must match it (the error names ``image_path`` too). When ``num_classes`` (C) is
-    given, ids must lie in ``0..C`` or equal ``ignore_index``.
-    """
-    path = Path(path)
-    img = _open_checked(path, "mask")
-    if img.mode in ("P", "L", "1"):
-        mask = np.asarray(img).astype(np.uint8)
-    elif img.mode.startswith("I"):
-        raw = np.asarray(img)
-        if raw.size and (raw.min() < 0 or raw.max() > 255):
-            raise DatasetError(
-                f"{path}: mask values {int(raw.min())}..{int(raw.max())} do not fit label ids 0..255"
-            )
-        mask = raw.astype(np.uint8)
-    elif img.mode in ("RGB", "RGBA"):
-        mask = _rgb_mask_to_indices(np.asarray(img.convert("RGB")), path)
-    else:
-        raise DatasetError(f"{path}: unsupported mask mode '{img.mode}' (use a P or L PNG)")
-    if expected_size is not None and tuple(mask.shape) != tuple(expected_size):
-        other = f"its image {image_path}" if image_path is not None else "its image"
-        raise DatasetError(
-            f"{path}: mask size {mask.shape[1]}x{mask.shape[0]} differs from {other} "
-            f"({expected_size[1]}x{expected_size[0]}, width x height)"
-        )
-    if num_classes is not None:
-        check_label_ids(mask, num_classes, str(path), ignore_index)
-    return mask
-
-
-def check_label_ids(
-    mask: np.ndarray, num_classes: int, where: str, ignore_index: int = 255
-) -> None:
-    """Raise DatasetError when ``mask`` holds ids outside ``0..num_classes`` and not ignore."""
-    present = np.unique(mask)
-    bad = present[(present > num_classes) & (present != ignore_index)]
-    if bad.size:
-        raise DatasetError(
-            f"{where}: label ids {bad.tolist()} are outside the class list "
-            f"(0..{num_classes}, {ignore_index} = ignore)"
-        )
-
-
+# ----------------------------------------------------------------------------- labels
 def tags_from_mask(
     mask: np.ndarray, num_classes: int, ignore_index: int = IGNORE_INDEX
 ) -> np.ndarray:
@@ -297,34 +135,6 @@ def tags_from_mask(
     tags = np.zeros(num_classes, dtype=np.uint8)
     tags[present.astype(np.int64) - 1] = 1
     return tags
-
-
-def read_class_file(path: str | Path) -> list[str]:
-    """Read a class list (one name per line); returns names with background first.
-
-    The first line should name the background (``background``); a file that lists only the
-    foreground classes gets ``background`` prepended. Blank lines and ``#`` comments are skipped.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"{path}: class list file not found")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: cannot read class list ({exc})") from None
-    names = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
-    if not names:
-        raise DatasetError(f"{path}: class list is empty")
-    if names[0].lower() not in BACKGROUND_NAMES:
-        names = ["background", *names]
-    if len(names) < 2:
-        raise DatasetError(f"{path}: class list has no foreground class")
-    if len(names) > 256:
-        raise DatasetError(f"{path}: {len(names) - 1} classes do not fit uint8 masks (max 254)")
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise DatasetError(f"{path}: duplicate class names {dup}")
-    return names
 
 
 # ----------------------------------------------------------------------------- tensors

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from dscnet.data.base import WSSSDataset, read_image
+from dscnet.data.base import WSSSDataset
+from dscnet.data.readers import read_image
 from dscnet.data.registry import register_dataset, require_root
 from dscnet.errors import DatasetError
 
@@ -53,11 +54,18 @@ class COCODataset(WSSSDataset):
         split: split name (only used in messages).
         images_dir: image folder, relative to ``root`` (e.g. ``val2014``) or absolute.
         annotation_file: instances JSON, relative to ``root`` or absolute.
+        max_pixels: larger images are refused (see :func:`~dscnet.data.readers.read_image`).
     """
 
     def __init__(
-        self, root: str | Path, split: str, images_dir: str | Path, annotation_file: str | Path
+        self,
+        root: str | Path,
+        split: str,
+        images_dir: str | Path,
+        annotation_file: str | Path,
+        max_pixels: int | None = None,
     ) -> None:
+        self.max_pixels = max_pixels
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise DatasetError(f"{self.root}: dataset root not found (data.root)")
@@ -109,7 +117,7 @@ class COCODataset(WSSSDataset):
         return self.cat_to_label[cat]
 
     def load_image(self, index: int) -> np.ndarray:
-        return read_image(self.image_dir / self._files[index])
+        return read_image(self.image_dir / self._files[index], self.max_pixels)
 
     def load_mask(self, index: int) -> np.ndarray:
         h, w = self._sizes[index]
@@ -141,4 +149,4 @@ def build_coco(cfg: DictConfig, split: str) -> COCODataset:
             f"COCO split '{split}' is unknown: use '{cfg.data.train_split}' (data.coco.train_*) "
             f"or '{cfg.data.val_split}' (data.coco.val_*)"
         )
-    return COCODataset(require_root(cfg), split, images, annotations)
+    return COCODataset(require_root(cfg), split, images, annotations, cfg.data.max_pixels)

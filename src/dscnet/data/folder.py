@@ -11,8 +11,10 @@ Tags are split on ``;`` when the field has one (so names may contain spaces), el
 whitespace; extra columns are read as more tags. JSON: ``{"cats/001.jpg": ["cat", "dog"],
 ...}`` (a list, or a string split as in the CSV). Image names are paths relative to the
 image folder; any file names work. Classes come from ``class_file`` (one name per line,
-background first; a list of foreground names alone also works) or, without one, from the
-sorted set of tags found.
+background first; a list of foreground names alone also works), else from ``classes.txt`` in
+the root when it exists (as in the VOC layout), and only without either from the sorted set
+of tags found. With a class list, class ids follow its order and a tag it does not name is
+an error naming the tags file, the line and the tag.
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from dscnet.data.base import BACKGROUND_NAMES, WSSSDataset, read_class_file, read_image
+from dscnet.data.base import WSSSDataset
+from dscnet.data.readers import BACKGROUND_NAMES, read_class_file, read_image
 from dscnet.data.registry import register_dataset, require_root
 from dscnet.errors import DatasetError
 
+# Read from the dataset root when data.folder.class_file is null, as VOCDataset does.
+DEFAULT_CLASS_FILE = "classes.txt"
 HEADER_FIRST = ("image", "images", "file", "filename", "file_name", "path", "name")
 
 
@@ -84,6 +89,7 @@ class FolderDataset(WSSSDataset):
     """Images in a folder with tags from a CSV/JSON file (see the module docstring).
 
     There are no masks: such a dataset trains the model and its CAMs, but cannot be scored.
+    ``max_pixels``: larger images are refused (see :func:`~dscnet.data.readers.read_image`).
     """
 
     def __init__(
@@ -92,7 +98,9 @@ class FolderDataset(WSSSDataset):
         image_dir: str | Path = "images",
         tags_file: str | Path = "tags.csv",
         class_file: str | Path | None = None,
+        max_pixels: int | None = None,
     ) -> None:
+        self.max_pixels = max_pixels
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise DatasetError(f"{self.root}: dataset root not found (data.root)")
@@ -115,8 +123,8 @@ class FolderDataset(WSSSDataset):
             for ln, name, tags in rows
         ]
 
-        if class_file is not None:
-            class_path = self._resolve(class_file)
+        class_path = self._resolve(class_file if class_file is not None else DEFAULT_CLASS_FILE)
+        if class_file is not None or class_path.is_file():
             self.class_names = read_class_file(class_path)
             index = {n: i for i, n in enumerate(self.class_names[1:])}
             for line, name, tags in rows:
@@ -167,7 +175,7 @@ class FolderDataset(WSSSDataset):
         return path if path.is_absolute() else self.root / path
 
     def load_image(self, index: int) -> np.ndarray:
-        return read_image(self._paths[index])
+        return read_image(self._paths[index], self.max_pixels)
 
     def load_mask(self, index: int) -> None:
         return None
@@ -178,10 +186,12 @@ class FolderDataset(WSSSDataset):
 
 # ----------------------------------------------------------------------------- registration
 def _folder_class_names(cfg: DictConfig) -> list[str]:
-    if not cfg.data.folder.class_file:
-        return build_folder(cfg, str(cfg.data.train_split)).class_names
-    path = Path(cfg.data.folder.class_file).expanduser()
-    return read_class_file(path if path.is_absolute() else Path(require_root(cfg)) / path)
+    root = Path(require_root(cfg)).expanduser()
+    path = Path(cfg.data.folder.class_file or DEFAULT_CLASS_FILE).expanduser()
+    path = path if path.is_absolute() else root / path
+    if cfg.data.folder.class_file or path.is_file():
+        return read_class_file(path)
+    return build_folder(cfg, str(cfg.data.train_split)).class_names  # classes from the tags
 
 
 @register_dataset("folder", class_names=_folder_class_names)
@@ -189,4 +199,4 @@ def build_folder(cfg: DictConfig, split: str) -> FolderDataset:
     """``data.type=folder``: images + a tags file. A folder has no splits: every split is the
     whole folder (it has no masks to score)."""
     f = cfg.data.folder
-    return FolderDataset(require_root(cfg), f.image_dir, f.tags_file, f.class_file)
+    return FolderDataset(require_root(cfg), f.image_dir, f.tags_file, f.class_file, cfg.data.max_pixels)

@@ -31,6 +31,7 @@ import numpy as np
 from omegaconf import DictConfig
 from PIL import Image, ImageDraw
 
+from dscnet.config_schema import SynthConfig, check_section
 from dscnet.data.base import WSSSDataset, tags_from_mask
 from dscnet.data.palette import colorize, voc_palette
 from dscnet.data.registry import register_dataset
@@ -49,6 +50,7 @@ from dscnet.data.synth_draw import (
     texture,
 )
 from dscnet.errors import ConfigError, DatasetError
+from dscnet.utils.io import writing
 
 MAX_CLASSES = len(SHAPES)
 # The class-discriminative part of class c: a small mark of a fixed shape and colour.
@@ -89,31 +91,19 @@ class SynthSpec:
     object_scale: tuple[float, float] = (0.14, 0.28)  # body radius range / image side
 
     def __post_init__(self) -> None:
-        checks = [
-            (1 <= self.num_classes <= MAX_CLASSES, f"num_classes must be in 1..{MAX_CLASSES}"),
-            (self.image_size >= 32, "image_size must be >= 32"),
-            (self.num_train >= 0 and self.num_val >= 0, "num_train/num_val must be >= 0"),
-            (1 <= self.min_objects <= self.max_objects, "need 1 <= min_objects <= max_objects"),
-            (0.05 <= self.part_scale <= 0.8, "part_scale must be in [0.05, 0.8]"),
-            (0.0 <= self.cooccurrence <= 1.0, "cooccurrence must be in [0, 1]"),
-            (self.clutter >= 0, "clutter must be >= 0"),
-            (0.0 <= self.decoys <= 1.0, "decoys must be in [0, 1]"),
-            (
-                len(self.object_scale) == 2
-                and 0.02 <= self.object_scale[0] <= self.object_scale[1] <= 0.5,
-                "object_scale must be [low, high] with 0.02 <= low <= high <= 0.5",
-            ),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise ConfigError(f"data.synth: {msg} (got {self})")
+        # The ranges of the data.synth config section, from the one schema.
+        problems = check_section(SynthConfig, asdict(self), "data.synth.")
+        if self.num_classes > MAX_CLASSES:
+            problems.append(f"data.synth.num_classes={self.num_classes}: must be <= {MAX_CLASSES}")
+        if problems:
+            raise ConfigError("invalid synthetic benchmark: " + "; ".join(problems))
 
     @classmethod
     def from_config(cls, node: Any, photo_backgrounds: bool | None = None) -> SynthSpec:
         """Build from the ``data.synth`` config node (unknown keys are ignored)."""
         values = {k: node[k] for k in cls.__dataclass_fields__ if k in node}
         if "object_scale" in values:  # a YAML list; the spec must stay hashable
-            values["object_scale"] = tuple(float(v) for v in values["object_scale"])
+            values["object_scale"] = tuple(values["object_scale"])
         if photo_backgrounds is not None:
             values["photo_backgrounds"] = photo_backgrounds
         return cls(**values)
@@ -448,28 +438,29 @@ def write_synthetic_voc(
     ``[C]``, the field's format) and ``synth_spec.json`` (the generator's parameters).
     """
     out = Path(out_dir)
-    img_dir, mask_dir = out / "JPEGImages", out / "SegmentationClass"
-    set_dir = out / "ImageSets" / "Segmentation"
-    for d in (img_dir, mask_dir, set_dir):
-        d.mkdir(parents=True, exist_ok=True)
-    palette = voc_palette().reshape(-1).tolist()
-    labels: dict[str, np.ndarray] = {}
-    for split in splits:
-        ids = []
-        for i in range(spec.split_size(split)):
-            sample = generate_sample(spec, split, i)
-            sid = f"{split}_{i:05d}"
-            ids.append(sid)
-            Image.fromarray(sample.image).save(img_dir / f"{sid}.png")
-            h, w = sample.mask.shape
-            mask_img = Image.frombytes("P", (w, h), np.ascontiguousarray(sample.mask).tobytes())
-            mask_img.putpalette(palette)
-            mask_img.save(mask_dir / f"{sid}.png")
-            labels[sid] = tags_from_mask(sample.mask, spec.num_classes).astype(np.float32)
-        (set_dir / f"{split}.txt").write_text("".join(f"{s}\n" for s in ids))
-    (out / "classes.txt").write_text("".join(f"{n}\n" for n in spec.class_names))
-    np.save(out / "cls_labels.npy", labels, allow_pickle=True)
-    (out / "synth_spec.json").write_text(json.dumps(asdict(spec), indent=2) + "\n")
+    with writing(out):  # a full disk or a file in the way: an OutputError naming the path
+        img_dir, mask_dir = out / "JPEGImages", out / "SegmentationClass"
+        set_dir = out / "ImageSets" / "Segmentation"
+        for d in (img_dir, mask_dir, set_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        palette = voc_palette().reshape(-1).tolist()
+        labels: dict[str, np.ndarray] = {}
+        for split in splits:
+            ids = []
+            for i in range(spec.split_size(split)):
+                sample = generate_sample(spec, split, i)
+                sid = f"{split}_{i:05d}"
+                ids.append(sid)
+                Image.fromarray(sample.image).save(img_dir / f"{sid}.png")
+                h, w = sample.mask.shape
+                mask_img = Image.frombytes("P", (w, h), np.ascontiguousarray(sample.mask).tobytes())
+                mask_img.putpalette(palette)
+                mask_img.save(mask_dir / f"{sid}.png")
+                labels[sid] = tags_from_mask(sample.mask, spec.num_classes).astype(np.float32)
+            (set_dir / f"{split}.txt").write_text("".join(f"{s}\n" for s in ids))
+        (out / "classes.txt").write_text("".join(f"{n}\n" for n in spec.class_names))
+        np.save(out / "cls_labels.npy", labels, allow_pickle=True)
+        (out / "synth_spec.json").write_text(json.dumps(asdict(spec), indent=2) + "\n")
     return out
 
 
@@ -497,8 +488,9 @@ def preview_grid(
         names = [dataset.class_names[c + 1] for c in np.flatnonzero(dataset.tags[k])]
         draw.text((x, y + tile + 1), ", ".join(names) or "(no tags)", fill=(0, 0, 0))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sheet.save(path)
     return path
 
 

@@ -22,16 +22,10 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from dscnet.data.base import (
-    VOC_CLASSES,
-    WSSSDataset,
-    image_size,
-    read_class_file,
-    read_image,
-    read_mask,
-    tags_from_mask,
-)
+from dscnet.data.base import VOC_CLASSES, WSSSDataset, tags_from_mask
+from dscnet.data.readers import image_size, read_class_file, read_image, read_mask
 from dscnet.data.registry import register_dataset, require_root
+from dscnet.data.safe_pickle import load_pickled_npy
 from dscnet.errors import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -92,14 +86,13 @@ def read_split_file(path: Path) -> list[str]:
 
 
 def load_labels_file(path: Path, ids: list[str], num_classes: int) -> tuple[np.ndarray, list[str]]:
-    """Tags ``[N, C]`` from an ``.npy`` dict id -> multi-hot; also the ids it lacks."""
-    try:
-        # The field's format is a pickled dict; it is read from the user's own dataset root.
-        obj = np.load(path, allow_pickle=True)
-    except (OSError, ValueError, EOFError) as exc:
-        raise DatasetError(f"{path}: cannot read labels file ({exc})") from None
-    if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ():
-        obj = obj.item()
+    """Tags ``[N, C]`` from an ``.npy`` dict id -> multi-hot; also the ids it lacks.
+
+    The file is unpickled by :func:`~dscnet.data.safe_pickle.load_pickled_npy`: a payload that
+    names any callable but numpy's array reconstruction is refused (DatasetError) unrun.
+    """
+    # The field's format is a pickled dict: read without running anything it names.
+    obj = load_pickled_npy(path)
     if not isinstance(obj, dict):
         raise DatasetError(
             f"{path}: labels file must hold a dict image id -> multi-hot array of length "
@@ -138,6 +131,8 @@ class VOCDataset(WSSSDataset):
         labels_file: ``.npy`` dict id -> multi-hot ``[C]`` (relative to the root or absolute);
             images it does not list take their tags from their masks.
         ignore_index: label value that means "ignore".
+        max_pixels: larger images and masks are refused (see
+            :func:`~dscnet.data.readers.read_image`).
     """
 
     def __init__(
@@ -147,7 +142,9 @@ class VOCDataset(WSSSDataset):
         mask_dir: str | None = None,
         labels_file: str | None = "cls_labels.npy",
         ignore_index: int = 255,
+        max_pixels: int | None = None,
     ) -> None:
+        self.max_pixels = max_pixels
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise DatasetError(f"{self.root}: dataset root not found (data.root)")
@@ -257,7 +254,7 @@ class VOCDataset(WSSSDataset):
         return tags
 
     def load_image(self, index: int) -> np.ndarray:
-        return read_image(self._image_paths[index])
+        return read_image(self._image_paths[index], self.max_pixels)
 
     def load_mask(self, index: int) -> np.ndarray | None:
         path = self._mask_paths[index]
@@ -267,9 +264,10 @@ class VOCDataset(WSSSDataset):
         return read_mask(
             path,
             num_classes=self.num_classes,
-            expected_size=image_size(img_path),
+            expected_size=image_size(img_path, self.max_pixels),
             image_path=img_path,
             ignore_index=self.ignore_index,
+            max_pixels=self.max_pixels,
         )
 
     def describe(self, index: int) -> str:
@@ -287,5 +285,6 @@ def build_voc(cfg: DictConfig, split: str) -> VOCDataset:
     """``data.type=voc``: any folder in PASCAL VOC layout (``data.root``, ``data.voc.*``)."""
     return VOCDataset(
         require_root(cfg), split, mask_dir=cfg.data.voc.mask_dir,
-        labels_file=cfg.data.voc.labels_file, ignore_index=int(cfg.data.ignore_index),
+        labels_file=cfg.data.voc.labels_file, ignore_index=cfg.data.ignore_index,
+        max_pixels=cfg.data.max_pixels,
     )  # fmt: skip

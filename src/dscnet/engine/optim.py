@@ -9,18 +9,21 @@ from torch.optim.lr_scheduler import LambdaLR
 
 
 def build_optimizer(model: nn.Module, cfg: DictConfig) -> AdamW:
-    """AdamW over two groups: backbone at ``lr``, heads at ``lr * head_lr_mult``."""
+    """AdamW over two groups: backbone at ``lr``, heads at ``lr * head_lr_mult``.
+
+    ``cfg`` is the typed ``optim`` section (:class:`dscnet.config_schema.OptimConfig`).
+    """
     backbone, heads = model.param_groups()
-    lr = float(cfg.lr)
+    lr = cfg.lr
     groups = [
         {"params": backbone, "lr": lr, "name": "backbone"},
-        {"params": heads, "lr": lr * float(cfg.head_lr_mult), "name": "heads"},
+        {"params": heads, "lr": lr * cfg.head_lr_mult, "name": "heads"},
     ]
     return AdamW(
         [g for g in groups if g["params"]],
         lr=lr,
-        betas=tuple(float(b) for b in cfg.betas),
-        weight_decay=float(cfg.weight_decay),
+        betas=tuple(cfg.betas),
+        weight_decay=cfg.weight_decay,
     )
 
 
@@ -34,6 +37,5 @@ def poly_factor(step: int, max_steps: int, power: float, warmup_steps: int = 0) 
 
 def build_scheduler(optimizer: Optimizer, cfg: DictConfig, max_steps: int) -> LambdaLR:
     """Per-step poly schedule with optional linear warm-up."""
-    power = float(cfg.poly_power)
-    warmup = int(cfg.warmup_steps)
+    power, warmup = cfg.poly_power, cfg.warmup_steps
     return LambdaLR(optimizer, lambda step: poly_factor(step, max_steps, power, warmup))

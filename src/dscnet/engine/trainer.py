@@ -34,11 +34,13 @@ from dscnet.engine.checkpoint import rng_state, save_checkpoint, set_rng_state
 from dscnet.engine.distributed import DistContext, barrier
 from dscnet.engine.evaluate import evaluate
 from dscnet.engine.optim import build_optimizer, build_scheduler
+from dscnet.engine.resume import check_resumable
 from dscnet.errors import CheckpointError, ConfigError, NonFiniteLossError
 from dscnet.evaluation.io import write_metrics
 from dscnet.losses.dscl import DSCLObjective
 from dscnet.models.dscnet import DSCNetModel, build_model
 from dscnet.models.loading import load_checkpoint
+from dscnet.utils.io import writing
 from dscnet.utils.progress import make_progress
 from dscnet.utils.seed import seed_everything
 
@@ -51,6 +53,7 @@ class TrainResult:
 
     run_dir: Path
     steps: int
+    start_step: int  # where this run started (0, or the resumed checkpoint's step)
     best_miou: float | None
     final_metrics: dict[str, Any] | None
     seconds: float
@@ -80,7 +83,7 @@ class Trainer:
         self.hooks = list(hooks or [])
         self.run_dir = Path(cfg.experiment.work_dir)
         self.device = ctx.device
-        seed_everything(int(cfg.experiment.seed), bool(cfg.experiment.deterministic))
+        seed_everything(cfg.experiment.seed, cfg.experiment.deterministic)
 
         self.train_set = build_dataset(cfg, cfg.data.train_split, train=True)
         self.val_set = build_dataset(cfg, cfg.data.val_split, train=False)
@@ -94,18 +97,18 @@ class Trainer:
         self.labeler = build_pseudo_labeler(cfg).to(self.device)
         self.objective = DSCLObjective(cfg, self.num_classes, self.labeler).to(self.device)
         self.optimizer = build_optimizer(self.model, cfg.optim)
-        self.scheduler = build_scheduler(self.optimizer, cfg.optim, int(cfg.train.max_steps))
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.max_steps)
         self.loader = build_train_loader(cfg, self.train_set, rank=ctx.rank, world_size=ctx.world_size)
         self.sampler = self.loader.batch_sampler
 
-        self.amp_dtype = self._amp_dtype(str(cfg.train.amp))
+        self.amp_dtype = self._amp_dtype(cfg.train.amp)
         self.scaler = torch.amp.GradScaler(
             self.device.type, enabled=self.amp_dtype == torch.float16
         )
         self.step = 0
         self.best_miou: float | None = None
         self.step_times: list[tuple[int, float]] = []  # (step, seconds) of each optimisation step
-        self._eval_sets = {str(cfg.data.val_split): self.val_set}
+        self._eval_sets = {cfg.data.val_split: self.val_set}
         if resume:
             self._resume(resume)
         # DDP wraps after loading so that every rank starts from the same weights.
@@ -122,7 +125,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup helpers
     def _amp_dtype(self, amp: str) -> torch.dtype | None:
-        if amp in ("none", "", "false", "False"):
+        if amp == "none":  # the schema admits none | bf16 | fp16
             return None
         if self.device.type != "cuda":
             raise ConfigError(f"train.amp={amp} needs a CUDA device (running on {self.device})")
@@ -139,6 +142,8 @@ class Trainer:
         ckpt = load_checkpoint(path, map_location=self.device)
         if "optimizer" not in ckpt:
             raise CheckpointError(f"{path}: holds weights only (no optimiser state); cannot resume")
+        states = {"model": self.model.state_dict(), "objective": self.objective.state_dict()}
+        check_resumable(path, ckpt, self.cfg, self.class_names, states)
         self.model.load_state_dict(ckpt["model"])
         self.objective.load_state_dict(ckpt["objective"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -161,7 +166,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             # Batches consumed, not the sampler's own counter: loader workers pre-fetch ahead.
             "sampler": {
-                "step": self.step * int(self.cfg.train.grad_accum),
+                "step": self.step * self.cfg.train.grad_accum,
                 "seed": self.sampler.state_dict()["seed"],
             },
             "step": self.step,
@@ -192,12 +197,12 @@ class Trainer:
             self.writer = SummaryWriter(log_dir=str(self.run_dir / "tb"))
         for key, value in values.items():
             self.writer.add_scalar(key, value, self.step)
-        with self.scalars_path.open("a") as fh:
+        with writing(self.scalars_path), self.scalars_path.open("a") as fh:
             fh.write(json.dumps({"step": self.step, **values}) + "\n")
 
     # ------------------------------------------------------------------ the loop
     def _train_step(self, batch_iter) -> dict[str, float]:
-        accum = int(self.cfg.train.grad_accum)
+        accum = self.cfg.train.grad_accum
         self.optimizer.zero_grad(set_to_none=True)
         logged: dict[str, float] = {}
         for micro in range(accum):
@@ -230,7 +235,7 @@ class Trainer:
             logged["loss/total"] = logged.get("loss/total", 0.0) + loss.total.item() / accum
         if self.cfg.train.grad_clip:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(self.cfg.train.grad_clip))
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -241,10 +246,10 @@ class Trainer:
         """The split ``mode`` is scored on: segmentation on ``data.val_split``; CAMs and
         pseudo labels on ``eval.cam_split`` when set (the field reports them on the train
         split, docs/METHOD.md §4), else on the validation split too."""
-        cam_split = self.cfg.eval.get("cam_split")
+        cam_split = self.cfg.eval.cam_split
         if mode in ("cam", "pseudo") and cam_split:
-            return str(cam_split)
-        return str(self.cfg.data.val_split)
+            return cam_split
+        return self.cfg.data.val_split
 
     def _eval_set(self, split: str) -> TransformedDataset:
         if split not in self._eval_sets:
@@ -271,7 +276,7 @@ class Trainer:
                 self.cfg,
                 what=mode,
                 scales=tuple(self.cfg.eval.scales),
-                flip=bool(self.cfg.eval.flip),
+                flip=self.cfg.eval.flip,
                 rank=self.ctx.rank,
                 world_size=self.ctx.world_size,
                 device=self.device,
@@ -291,7 +296,7 @@ class Trainer:
     def fit(self) -> TrainResult:
         """Train until ``train.max_steps``; returns the run summary."""
         cfg = self.cfg
-        max_steps = int(cfg.train.max_steps)
+        max_steps = cfg.train.max_steps
         if self.ctx.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
@@ -299,15 +304,15 @@ class Trainer:
         self.model.train()
         batch_iter = iter(self.loader)
         batch_images = (
-            int(cfg.data.sampler.groups_per_batch)
-            * int(cfg.data.sampler.group_size)
-            * int(cfg.train.grad_accum)
+            cfg.data.sampler.groups_per_batch
+            * cfg.data.sampler.group_size
+            * cfg.train.grad_accum
             * self.ctx.world_size
         )
         start_step, start = self.step, time.perf_counter()
         window_start, window_steps = start, 0
         final_metrics = None
-        show = bool(cfg.train.progress) and self.ctx.is_main
+        show = cfg.train.progress and self.ctx.is_main
         bar = make_progress() if show else None
         with bar or nullcontext():
             task = bar.add_task("train", total=max_steps, completed=self.step, info="") if bar else None
@@ -318,7 +323,7 @@ class Trainer:
                 window_steps += 1
                 for hook in self.hooks:
                     hook(self.step, self)
-                if self.step % int(cfg.train.log_every) == 0 or self.step == max_steps:
+                if self.step % cfg.train.log_every == 0 or self.step == max_steps:
                     now = time.perf_counter()
                     ips = window_steps * batch_images / max(now - window_start, 1e-9)
                     window_start, window_steps = now, 0
@@ -330,7 +335,7 @@ class Trainer:
                         bar.update(task, info=f"{info} {ips:.1f} img/s")
                 if bar:
                     bar.update(task, completed=self.step)
-                due = self.step % int(cfg.train.eval_every) == 0 or self.step == max_steps
+                due = self.step % cfg.train.eval_every == 0 or self.step == max_steps
                 # run_eval returns {} for a validation split without masks.
                 metrics = self.run_eval(f"step_{self.step}") if due else {}
                 if metrics:
@@ -340,7 +345,7 @@ class Trainer:
                     if self.best_miou is None or miou > self.best_miou:
                         self.best_miou = miou
                         self.save("best.pth")
-                if self.step % int(cfg.train.ckpt_every) == 0 or self.step == max_steps:
+                if self.step % cfg.train.ckpt_every == 0 or self.step == max_steps:
                     self.save("last.pth")
         seconds = time.perf_counter() - start
         steps_done = self.step - start_step
@@ -349,6 +354,7 @@ class Trainer:
         return TrainResult(
             run_dir=self.run_dir,
             steps=self.step,
+            start_step=start_step,
             best_miou=self.best_miou,
             final_metrics=final_metrics,
             seconds=seconds,

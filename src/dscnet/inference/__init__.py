@@ -17,7 +17,7 @@ _EXPORTS = {
     "crf_map": "crf",
     "require_crf": "crf",
     "PredictSummary": "predict",
-    "expand_inputs": "predict",
+    "expand_inputs": "predict_inputs",
     "predict_paths": "predict",
     "predict_from_checkpoint": "predict",
     "export_pseudo_labels": "pseudo_export",

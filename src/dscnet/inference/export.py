@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from dscnet.errors import DscnetError, MissingExtraError
+from dscnet.utils.io import atomic_save, writing
 
 Exporter = Literal["auto", "dynamo", "torchscript"]
 # Models above this many bytes of weights keep them in a side file (ONNX protobufs cap at 2 GB).
@@ -203,11 +204,12 @@ def export_onnx(
         raise ValueError(f"exporter must be 'auto', 'dynamo' or 'torchscript', got {exporter!r}")
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
     model.eval()
     wrapper = SegmentWrapper(model).eval()
     example = _example(example_size, model)
-    with torch.no_grad():
+    with writing(path), torch.no_grad():  # an OSError (full disk, ...) names the file
         if exporter == "torchscript":
             _export_torchscript_onnx(wrapper, example, path, opset)
         elif exporter == "dynamo":
@@ -253,17 +255,17 @@ def export_torchscript(
         DscnetError: the traced graph does not match PyTorch at the check size.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     model.eval()
     wrapper = SegmentWrapper(model).eval()
     example = _example(example_size, model)
+
     with torch.no_grad(), warnings.catch_warnings():
         # torch.jit is deprecated upstream (FutureWarning) but still the only TorchScript path.
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(wrapper, (example,), check_trace=False)
-        torch.jit.save(traced, str(path))
+        atomic_save(path, lambda fh: torch.jit.save(traced, fh))
     if check:
         verify_torchscript(model, path, check_size or default_check_size(example_size), atol, rtol)
     return path

@@ -1,7 +1,7 @@
 """``dscnet predict``: segment your own images and write VOC palette PNGs.
 
 Inputs are files, folders (their images, not recursive) or glob patterns (``**`` recurses).
-Each image is read with :func:`dscnet.data.base.read_image` (EXIF orientation applied,
+Each image is read with :func:`dscnet.data.readers.read_image` (EXIF orientation applied,
 grayscale / RGBA / 16-bit converted to 8-bit RGB), segmented at any size and written as
 ``<stem>.png`` with exactly the size of the (EXIF-transposed) input. Optional outputs:
 ``<stem>_overlay.jpg`` (mask blended over the image) and ``<stem>_cam_<class>.png`` heat maps.
@@ -18,18 +18,20 @@ Images larger than ``max_side`` (default 1024 px on the longer side) are segment
 size and the probabilities resized back, one class at a time, so a 24-Mpixel photo needs
 neither a ViT over 90,000 tokens nor a ``[K, H, W]`` array at full size.
 
-A file that cannot be read (corrupt, not an image, larger than ``max_pixels``) is reported
-in :attr:`PredictSummary.failed` and skipped; the others are still processed.
+A file that cannot be read (corrupt, not an image, larger than ``max_pixels``, a broken link)
+is reported in :attr:`PredictSummary.failed` and in ``index.csv``, and skipped; the others are
+still processed. The output folder is checked before any work
+(:func:`~dscnet.inference.predict_inputs.check_output_folder`): never an input folder, never
+the outputs of an earlier run as inputs. A write that fails (full disk, permissions) stops
+the run with an :class:`~dscnet.errors.OutputError` naming the file and the reason;
+``index.csv`` still lists what was written, the failure and the inputs left unprocessed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import glob
 import re
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,14 +44,19 @@ from torch import nn
 
 from dscnet.cam.cams import cam_maps
 from dscnet.data.transforms import group_by_size
-from dscnet.errors import ConfigError, DatasetError, DscnetError
+from dscnet.errors import ConfigError, DscnetError, OutputError
 from dscnet.inference.crf import CrfParams, dense_crf, require_crf
 from dscnet.inference.multiscale import segment_probs
-from dscnet.utils.device import resolve_device
-
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+from dscnet.inference.predict_inputs import (
+    INDEX_HEADER,
+    INDEX_NAME,
+    check_output_folder,
+    expand_inputs,
+    output_stems,
 )
+from dscnet.utils.device import resolve_device
+from dscnet.utils.io import atomic_write, writing
+
 # Image score above which a class counts as present when choosing CAMs to draw.
 CAM_SCORE_THRESHOLD = 0.5
 
@@ -72,120 +79,6 @@ class PredictSummary:
     def all_ok(self) -> bool:
         """True when nothing failed (the CLI exits non-zero otherwise)."""
         return not self.failed
-
-
-# ----------------------------------------------------------------------------- inputs
-
-
-def expand_inputs(inputs: Sequence[str | Path]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Turn files, folders and glob patterns into a de-duplicated list of image files.
-
-    A folder contributes its images (by extension, sorted, not recursive); a glob pattern its
-    matching images (sorted; ``**`` recurses); a file named explicitly is kept whatever its
-    extension. Inputs that match nothing are returned as ``(input, message)`` failures.
-    """
-    found: list[Path] = []
-    problems: list[tuple[str, str]] = []
-    for item in inputs:
-        text = str(item)
-        path = Path(text).expanduser()
-        if path.is_dir():
-            files = sorted(
-                p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-            )
-            if not files:
-                problems.append((text, f"folder {path} holds no images ({_ext_list()})"))
-        elif path.is_file():
-            files = [path]
-        elif glob.has_magic(text):
-            files = sorted(
-                Path(p)
-                for p in glob.glob(str(path), recursive=True)
-                if Path(p).is_file() and Path(p).suffix.lower() in IMAGE_EXTENSIONS
-            )
-            if not files:
-                problems.append((text, f"pattern {text!r} matches no images ({_ext_list()})"))
-        else:
-            files = []
-            problems.append((text, f"no such file or folder: {path}"))
-        found.extend(files)
-    seen: set[Path] = set()
-    unique = []
-    for p in found:
-        key = p.resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append(p)
-    return unique, problems
-
-
-def _ext_list() -> str:
-    return "extensions " + ", ".join(sorted(IMAGE_EXTENSIONS))
-
-
-def output_stems(paths: Sequence[Path]) -> list[str]:
-    """A distinct output stem per input: ``cat.jpg`` -> ``cat``; a second ``cat`` (another
-    folder, or ``cat.png`` next to ``cat.jpg``) becomes ``cat-2``, then ``cat-3``...
-
-    Compared case-insensitively so outputs don't collide on macOS/Windows file systems.
-    """
-    used: set[str] = set()
-    stems = []
-    for p in paths:
-        stem = p.stem
-        candidate, n = stem, 1
-        while candidate.lower() in used:
-            n += 1
-            candidate = f"{stem}-{n}"
-        used.add(candidate.lower())
-        stems.append(candidate)
-    return stems
-
-
-# ----------------------------------------------------------------------------- reading
-
-
-@contextlib.contextmanager
-def _pil_pixel_limit(max_pixels: int) -> Iterator[None]:
-    """Let PIL open images up to ``max_pixels`` (it refuses > 2 * MAX_IMAGE_PIXELS itself)."""
-    old = Image.MAX_IMAGE_PIXELS
-    if old is not None and max_pixels > old:
-        Image.MAX_IMAGE_PIXELS = max_pixels
-    try:
-        yield
-    finally:
-        Image.MAX_IMAGE_PIXELS = old
-
-
-def _bomb_message(path: Path, detail: str, max_pixels: int) -> str:
-    return (
-        f"{path}: refused, {detail}, more than the limit of {max_pixels:,} pixels "
-        "(decompression-bomb guard); raise max_pixels (--max-pixels) if the image is genuine"
-    )
-
-
-def check_image_size(path: Path, max_pixels: int) -> None:
-    """Refuse images above ``max_pixels`` from the header alone, before decoding anything."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                w, h = im.size
-    except Image.DecompressionBombError as exc:
-        raise DatasetError(_bomb_message(path, str(exc).split(" exceeds")[0], max_pixels)) from None
-    except (OSError, ValueError, SyntaxError):
-        return  # unreadable: read_image reports it with its own message
-    if w * h > max_pixels:
-        raise DatasetError(_bomb_message(path, f"image is {w}x{h} = {w * h:,} pixels", max_pixels))
-
-
-def load_image(path: Path, max_pixels: int) -> np.ndarray:
-    """uint8 RGB ``[H, W, 3]`` via ``read_image``, after the size check; errors are DatasetError."""
-    from dscnet.data.base import read_image  # local: keeps `import dscnet.inference` light
-
-    with _pil_pixel_limit(max_pixels):
-        check_image_size(path, max_pixels)
-        return read_image(path)
 
 
 # ----------------------------------------------------------------------------- model
@@ -216,9 +109,9 @@ def _safe_name(name: str) -> str:
 def _save_rgb(array: np.ndarray, path: Path) -> None:
     image = Image.fromarray(np.asarray(array, dtype=np.uint8))
     if path.suffix.lower() in (".jpg", ".jpeg"):
-        image.save(path, quality=90)
+        atomic_write(path, lambda tmp: image.save(tmp, format="JPEG", quality=90))
     else:
-        image.save(path)
+        atomic_write(path, lambda tmp: image.save(tmp, format="PNG"))
 
 
 @dataclass
@@ -361,6 +254,7 @@ def predict_paths(
         model: a model with ``segment`` (and ``cam`` + ``classify`` for ``save_cams``).
         inputs: image files, folders and glob patterns.
         out_dir: created if needed; also receives ``index.csv`` (input -> mask, or the error).
+            Must not be an input folder, lie inside one or hold input images (OutputError).
         mean, std: the normalisation the model was trained with (``data.mean/std``).
         class_names: background first, length C+1 (names the CAM files).
         scales, flip: test-time augmentation (see :func:`multiscale_predict`).
@@ -371,7 +265,8 @@ def predict_paths(
             classes whose image score exceeds 0.5 (no tags are read).
         batch_size: images per forward pass (consecutive images of equal size are batched).
         progress: show a rich progress bar and print skipped files.
-        max_pixels: refuse images with more pixels (default ``PIL.Image.MAX_IMAGE_PIXELS``).
+        max_pixels: refuse images with more pixels, from their header, before decoding
+            (default :data:`dscnet.data.readers.DEFAULT_MAX_PIXELS`, 40 Mpixel).
         size_divisor: pad each pass to a multiple of this (1 = never pad, the default).
         max_cams: at most this many CAM heat maps per image (highest image scores first).
         max_side: images whose longer side exceeds this are downscaled (antialiased) for the
@@ -386,7 +281,11 @@ def predict_paths(
     crf_params = CrfParams.from_any(crf) if crf is not None else None
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    limit = int(max_pixels if max_pixels is not None else (Image.MAX_IMAGE_PIXELS or 2**62))
+    # Before any work: never write over or among the inputs, never read earlier outputs.
+    paths, problems = expand_inputs(inputs)
+    out = check_output_folder(out_dir, inputs, paths)
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
 
     if device is not None:
         model.to(resolve_device(str(device)))
@@ -397,8 +296,6 @@ def predict_paths(
     mean_t = torch.tensor(list(mean), device=dev, dtype=dtype).view(1, 3, 1, 1)
     std_t = torch.tensor(list(std), device=dev, dtype=dtype).view(1, 3, 1, 1)
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     opts = _Options(
         out_dir=out,
         class_names=list(class_names),
@@ -411,12 +308,42 @@ def predict_paths(
         size_divisor=max(1, int(size_divisor)),
         max_side=int(max_side) if max_side else None,
     )
-
-    paths, problems = expand_inputs(inputs)
     summary = PredictSummary(failed=list(problems))
     jobs = list(zip(paths, output_stems(paths)))
+    try:
+        _run_jobs(model, jobs, problems, summary, opts, mean_t, std_t, batch_size, progress, max_pixels)
+    except OutputError as exc:
+        # A full disk or a lost folder will not heal for the next image: stop, but leave an
+        # index.csv that says what was written, what failed and what was not processed.
+        done = {src for src, _ in summary.outputs} | {src for src, _ in summary.failed}
+        summary.failed += [
+            (str(p), f"{p}: not processed (the run stopped: {exc})") for p, _ in jobs if str(p) not in done
+        ]
+        try:
+            _write_index(out / INDEX_NAME, summary)
+        except OutputError:
+            pass  # the first error is the one to report
+        raise
+    _write_index(out / INDEX_NAME, summary)
+    return summary
 
+
+def _run_jobs(
+    model: nn.Module,
+    jobs: list[tuple[Path, str]],
+    problems: list[tuple[str, str]],
+    summary: PredictSummary,
+    opts: _Options,
+    mean_t: torch.Tensor,
+    std_t: torch.Tensor,
+    batch_size: int,
+    progress: bool,
+    max_pixels: int | None,
+) -> None:
+    """The read -> segment -> write loop of :func:`predict_paths`, filling ``summary``."""
     from rich.markup import escape
+
+    from dscnet.data.readers import read_image  # local: keeps `import dscnet.inference` light
 
     with _progress(progress) as bar:
         def say(message: str) -> None:
@@ -437,7 +364,7 @@ def predict_paths(
             for path, stem in jobs[start : start + batch_size]:
                 bar.update(task, info=path.name)
                 try:
-                    loaded.append((path, stem, load_image(path, limit)))
+                    loaded.append((path, stem, read_image(path, max_pixels)))
                 except DscnetError as exc:
                     fail(path, str(exc) if str(path) in str(exc) else f"{path}: {exc}")
             for run in group_by_size(loaded, lambda item: item[2].shape):
@@ -449,24 +376,30 @@ def predict_paths(
                         fail(path, f"{path}: out of memory at {im.shape[1]}x{im.shape[0]} px")
                     continue
                 for (path, stem, image), mask, cam in zip(run, masks, cams):
-                    mask_path = _write_outputs(stem, image, mask, cam, opts)
+                    try:
+                        mask_path = _write_outputs(stem, image, mask, cam, opts)
+                    except OutputError as exc:
+                        summary.failed.append((str(path), str(exc)))
+                        raise
                     summary.ok += 1
                     summary.outputs.append((str(path), str(mask_path)))
             bar.advance(task, len(jobs[start : start + batch_size]))
         bar.update(task, name="done")
 
-    _write_index(out / "index.csv", summary)
-    return summary
-
 
 def _write_index(path: Path, summary: PredictSummary) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["input", "mask", "error"])
-        for src, mask in summary.outputs:
-            writer.writerow([src, Path(mask).name, ""])
-        for src, message in summary.failed:
-            writer.writerow([src, "", message])
+    """``index.csv``: one row per input, its mask or the reason it has none (atomic)."""
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(INDEX_HEADER)
+            for src, mask in summary.outputs:
+                writer.writerow([src, Path(mask).name, ""])
+            for src, message in summary.failed:
+                writer.writerow([src, "", message])
+
+    atomic_write(path, write)
 
 
 def predict_from_checkpoint(
@@ -502,7 +435,7 @@ def predict_from_checkpoint(
         std=list(cfg.data.std),
         class_names=class_names,
         scales=list(cfg.eval.scales) if scales is None else scales,
-        flip=bool(cfg.eval.flip) if flip is None else flip,
+        flip=cfg.eval.flip if flip is None else flip,
         crf=crf_params,
         **kwargs,
     )

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
-from dscnet.config import load_config
+from dscnet.config import typed
 from dscnet.errors import CheckpointError
 from dscnet.models.dscnet import build_model
 
@@ -48,9 +48,9 @@ def load_model_from_checkpoint(
     Pretrained-weight loading is switched off: the checkpoint already holds every weight.
     """
     ckpt = load_checkpoint(path)
-    # Over the packaged defaults: a checkpoint written before a config key existed still
-    # loads, with that key at its default.
-    cfg = OmegaConf.merge(load_config("base"), OmegaConf.create(ckpt["config"]))
+    # Typed and validated; a checkpoint written before a config key existed still loads, with
+    # that key at its default.
+    cfg = typed(ckpt["config"], f"{path} (its config)")
     cfg.model.pretrained = None
     class_names = list(ckpt.get("class_names") or [])
     if not class_names:

@@ -20,6 +20,7 @@ from torch import nn
 
 from dscnet.errors import CheckpointError, ConfigError
 from dscnet.models.backbones.base import CLASSIFIER_PREFIXES
+from dscnet.utils.io import torch_load_reason
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # corrupt zip, pickle with code (refused), truncated file
             raise CheckpointError(
-                f"{path}: cannot read the checkpoint with torch.load(weights_only=True) ({exc})"
+                f"{path}: cannot read the weights ({torch_load_reason(exc)}); dscnet reads them "
+                "with torch.load(weights_only=True) and never unpickles code"
             ) from None
     else:
         raise CheckpointError(
