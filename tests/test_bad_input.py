@@ -236,7 +236,7 @@ def _user_file_kept(env: Env, _: str) -> None:
 CASES = [
     # ---- config values: refused at load time, naming the key (no traceback, exit 2)
     Case("max_steps not a number", _train("train.max_steps=abc"), 2, "train.max_steps='abc': must be an integer"),
-    Case("negative learning rate", _train("optim.lr=-1"), 2, "optim.lr=-1.0: must be > 0"),
+    Case("negative learning rate", _train("optim.lr=-1"), 2, "optim.lr=-1.0: must be >= 0"),
     Case("empty groups", _train("data.sampler.group_size=0"), 2, "data.sampler.group_size=0: must be >= 1"),
     Case("eval batch of 0 (before training)", _train("eval.batch_size=0"), 2, "eval.batch_size=0: must be >= 1"),
     Case("unknown choice", _train("train.amp=fp32"), 2, "train.amp='fp32': must be one of none, bf16, fp16"),

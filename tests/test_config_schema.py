@@ -45,7 +45,7 @@ def test_every_packaged_config_is_valid_and_typed(name):
         ("train.max_steps=abc", "train.max_steps='abc': must be an integer"),
         ("train.max_steps=2.5", "train.max_steps=2.5: must be an integer"),
         ("train.max_steps=-1", "train.max_steps=-1: must be >= 0"),
-        ("optim.lr=-1", "optim.lr=-1.0: must be > 0"),
+        ("optim.lr=-1", "optim.lr=-1.0: must be >= 0"),
         ("optim.lr=nan", "optim.lr=nan: must be a finite number"),
         ("optim.betas=[0.9]", "optim.betas=[0.9]: must have 2 entries"),
         ("data.sampler.group_size=0", "data.sampler.group_size=0: must be >= 1"),

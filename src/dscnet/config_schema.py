@@ -240,12 +240,25 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = setting(6.0e-5, gt=0)
+    lr: float = setting(6.0e-5, ge=0)  # 0 is allowed: a frozen run (tests, health checks)
     head_lr_mult: float = setting(10.0, gt=0)
     weight_decay: float = setting(0.01, ge=0)
     betas: list[float] = setting([0.9, 0.999], ge=0, lt=1, length=2)
     warmup_steps: int = setting(0, ge=0)
     poly_power: float = setting(0.9, ge=0)
+
+
+@dataclass
+class HealthConfig:
+    enabled: bool = True
+    window: int = setting(50, ge=1)
+    warmup_steps: int | None = setting(None, ge=0)
+    cls_loss_ratio: float = setting(0.95, gt=0)
+    min_f1: float = setting(0.1, ge=0, le=1)
+    min_fg_share: float = setting(0.01, ge=0, le=1)
+    max_ignore_share: float = setting(0.95, ge=0, le=1)
+    dominance_ratio: float = setting(100.0, gt=0)
+    eval_fg_ratio: float = setting(0.1, ge=0, le=1)
 
 
 @dataclass
@@ -260,6 +273,7 @@ class TrainConfig:
     eval_every: int = setting(2000, ge=1)
     ckpt_every: int = setting(1000, ge=1)
     progress: bool = True
+    health: HealthConfig = field(default_factory=HealthConfig)
 
 
 @dataclass

@@ -10,6 +10,7 @@ from dscnet.config import apply_overrides
 from dscnet.data.build import build_dataset
 from dscnet.engine.distributed import cleanup_distributed, init_distributed
 from dscnet.engine.evaluate import evaluate
+from dscnet.engine.health import background_warning, print_warning
 from dscnet.errors import ConfigError
 from dscnet.evaluation.io import write_metrics
 from dscnet.models.loading import load_model_from_checkpoint
@@ -69,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
             )
         modes = ["seg", "cam", "pseudo"] if args.what == "all" else [args.what]
         summary: dict[str, dict] = {}
+        notes: list[str] = []  # evaluations that predict (nearly) only background
         for mode in modes:
             rows = protocols(args.ms, args.crf and mode == "seg")
             for name, msf, crf in rows:
@@ -79,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
                 )
                 key = f"{mode}/{name}"
                 summary[key] = {k: res.metrics[k] for k in ("miou", "pixel_accuracy", "confident_miou", "coverage") if k in res.metrics}
+                note = background_warning(res.metrics, f"{key} on '{split}'", cfg)
+                if note:
+                    notes.append(note)
                 if ctx.is_main:
                     write_metrics(
                         out_dir / f"{mode}_{name}", res.metrics, class_names,
@@ -92,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
             for key, vals in summary.items():
                 print(f"{key:<18} {100 * vals['miou']:>7.2f}%")
             print(f"metrics written to {out_dir}")
+            for note in notes:
+                print_warning(note)
     finally:
         cleanup_distributed()
     return 0

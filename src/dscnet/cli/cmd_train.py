@@ -48,6 +48,12 @@ def run(args: argparse.Namespace) -> int:
             )
         else:
             print(f"validation split '{cfg.data.val_split}' has no masks: no mIoU to report")
+        if trainer.health is not None:
+            # The health warnings of the run (final evaluation included), once more at the end.
+            lines = trainer.health.summary()
+            print(f"training health: {len(lines)} warning(s)" + (" (also in scalars.jsonl and `dscnet report`):" if lines else ""))
+            for line in lines:
+                print(f"  - {line}")
     return 0
 
 

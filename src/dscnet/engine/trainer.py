@@ -33,9 +33,11 @@ from dscnet.data.build import build_dataset, build_train_loader
 from dscnet.engine.checkpoint import rng_state, save_checkpoint, set_rng_state
 from dscnet.engine.distributed import DistContext, barrier
 from dscnet.engine.evaluate import evaluate
+from dscnet.engine.health import TrainingHealth, print_warning
 from dscnet.engine.optim import build_optimizer, build_scheduler
 from dscnet.engine.resume import check_resumable
 from dscnet.errors import CheckpointError, ConfigError, NonFiniteLossError
+from dscnet.evaluation.health import HealthWarning, append_warnings
 from dscnet.evaluation.io import write_metrics
 from dscnet.losses.dscl import DSCLObjective
 from dscnet.models.dscnet import DSCNetModel, build_model
@@ -96,6 +98,8 @@ class Trainer:
         # The one pseudo-label rule; the objective, the examples and the evaluation use it.
         self.labeler = build_pseudo_labeler(cfg).to(self.device)
         self.objective = DSCLObjective(cfg, self.num_classes, self.labeler).to(self.device)
+        # Rank 0 watches the run's health (engine/health.py) and warns once per condition.
+        self.health = TrainingHealth.for_objective(cfg, self.objective) if ctx.is_main else None
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.max_steps)
         self.loader = build_train_loader(cfg, self.train_set, rank=ctx.rank, world_size=ctx.world_size)
@@ -200,6 +204,12 @@ class Trainer:
         with writing(self.scalars_path), self.scalars_path.open("a") as fh:
             fh.write(json.dumps({"step": self.step, **values}) + "\n")
 
+    def _warn(self, notes: list[HealthWarning]) -> None:
+        """Print new health warnings and record them in ``scalars.jsonl`` (rank 0)."""
+        for note in notes:
+            print_warning(note.message)
+        append_warnings(self.scalars_path, self.step, notes)
+
     # ------------------------------------------------------------------ the loop
     def _train_step(self, batch_iter) -> dict[str, float]:
         accum = self.cfg.train.grad_accum
@@ -230,6 +240,8 @@ class Trainer:
                         "Lower optim.lr, set train.grad_clip, or try train.amp=bf16 instead of fp16."
                     )
                 self.scaler.scale(loss.total / accum).backward()
+            if self.health is not None:
+                self.health.update(self.step, out, tags, loss, valid)
             for key, value in loss.terms.items():
                 logged[f"loss/{key}"] = logged.get(f"loss/{key}", 0.0) + value.item() / accum
             logged["loss/total"] = logged.get("loss/total", 0.0) + loss.total.item() / accum
@@ -282,6 +294,8 @@ class Trainer:
                 device=self.device,
             )
             results[mode] = res.metrics
+            if self.health is not None:
+                self._warn(self.health.check_eval(self.step, mode, split, res.metrics))
             if self.ctx.is_main:
                 write_metrics(
                     self.run_dir / "eval" / tag / mode,
@@ -329,7 +343,12 @@ class Trainer:
                     window_start, window_steps = now, 0
                     logged["lr"] = self.scheduler.get_last_lr()[0]
                     logged["speed/images_per_s"] = ips
+                    notes: list[HealthWarning] = []
+                    if self.health is not None:
+                        health, notes = self.health.report(self.step, final=self.step == max_steps)
+                        logged.update(health)
                     self._log(logged)
+                    self._warn(notes)
                     if bar:
                         info = " ".join(f"{k[5:]}={v:.3f}" for k, v in logged.items() if k.startswith("loss/"))
                         bar.update(task, info=f"{info} {ips:.1f} img/s")

@@ -7,7 +7,11 @@ The report reads what the trainer writes into a run directory::
     RUN_DIR/eval/<name>/metrics.json   (dscnet.evaluation.write_metrics) + confusion.png
     RUN_DIR/examples/index.json        [{"id": ..., "image": "examples/<id>_strip.png", "miou": ...}]
 
-and writes ``RUN_DIR/report.html`` plus the curve plots in ``RUN_DIR/report_files/``. Every link
+A box at the top lists the training-health warnings (``{"warnings": [...]}`` lines of
+``scalars.jsonl``, see :mod:`dscnet.evaluation.health`) and every evaluation whose
+``metrics.json`` predicts (nearly) only background.
+
+It writes ``RUN_DIR/report.html`` plus the curve plots in ``RUN_DIR/report_files/``. Every link
 is relative and stays inside the run directory, so the folder can be copied or zipped as is.
 Any missing or unreadable part is shown as "not available" rather than failing the report.
 """
@@ -24,6 +28,7 @@ from typing import Any
 from urllib.parse import quote
 
 from dscnet.errors import DscnetError
+from dscnet.evaluation.health import background_message, read_warnings
 from dscnet.utils.io import atomic_write, atomic_write_text
 
 REPORT_NAME = "report.html"
@@ -46,6 +51,8 @@ img { max-width: 100%; height: auto; border: 1px solid #eee; }
 .evalgrid { display: flex; flex-wrap: wrap; gap: 24px; align-items: flex-start; }
 .evalgrid > div { flex: 1 1 420px; min-width: 0; }
 figure { margin: 0 0 18px; } figcaption { font-size: 0.88em; color: #444; }
+.warn { background: #fff4e0; border: 2px solid #e0962b; border-radius: 4px; padding: 4px 16px; margin: 16px 0; }
+.warn h2 { border: none; margin: 8px 0; color: #8a4b00; } .warn li { margin: 4px 0; }
 pre { background: #f7f7f7; padding: 10px; overflow-x: auto; font-size: 0.82em; }
 """
 
@@ -293,6 +300,26 @@ def _eval_section(run_dir: Path, evals: list) -> str:
     return head + "\n".join(body)
 
 
+def _health_box(run_dir: Path, evals: list) -> str:
+    """A warning box: the training's health warnings and the all-background evaluations."""
+    items = [
+        f"<li><b>{_e(w.condition)}</b> (step {w.step}): {_e(w.message)}</li>"
+        for w in read_warnings(run_dir / "scalars.jsonl")
+        # Evaluations are judged below from their metrics.json, which also covers `dscnet eval`.
+        if not w.condition.startswith("eval_")
+    ]
+    for name, _folder, doc, _err in evals:
+        text = background_message(doc, f"evaluation {name}") if doc is not None else None
+        if text:
+            items.append(f"<li><b>all background</b>: {_e(text)}</li>")
+    if not items:
+        return ""
+    return (
+        f'<div class="warn" id="health"><h2>Training health: {len(items)} warning(s)</h2>'
+        f"<ul>{''.join(items)}</ul></div>"
+    )
+
+
 # --------------------------------------------------------------------------- examples
 def _examples_section(run_dir: Path, max_examples: int) -> str:
     index = run_dir / "examples" / "index.json"
@@ -380,6 +407,7 @@ def write_report(run_dir: str | Path, max_examples: int = 48) -> Path:
         f"<title>dscnet report: {_e(name)}</title><style>{_CSS}</style></head><body>"
         f"<h1>dscnet run report: {_e(name)}</h1>"
         f'<p class="meta">generated {_e(time.strftime("%Y-%m-%d %H:%M:%S"))} from '
-        f"<code>{_e(run_dir.resolve())}</code></p><nav>{nav}</nav>\n{body}\n</body></html>\n"
+        f"<code>{_e(run_dir.resolve())}</code></p><nav>{nav}</nav>\n"
+        f"{_health_box(run_dir, _read_eval(run_dir, max_evals=10**6))}{body}\n</body></html>\n"
     )
     return atomic_write_text(run_dir / REPORT_NAME, page)
