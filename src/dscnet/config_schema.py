@@ -146,6 +146,7 @@ class DataConfig:
     mean: list[float] = setting([0.485, 0.456, 0.406], length=3)
     std: list[float] = setting([0.229, 0.224, 0.225], gt=0, length=3)
     max_pixels: int | None = setting(None, ge=1)
+    pseudo_masks: str | None = None
     synth: SynthConfig = field(default_factory=SynthConfig)
     voc: VocConfig = field(default_factory=VocConfig)
     coco: CocoConfig = field(default_factory=CocoConfig)

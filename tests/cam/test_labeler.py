@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -208,3 +209,50 @@ def test_bad_settings_name_their_key() -> None:
         PseudoLabeler(Thresholds(0.5), cam_scales=(1.0, 0.0))
     with pytest.raises(ConfigError, match="cam.par.scale"):
         PseudoLabeler(Thresholds(0.5), scale=0.0)
+
+
+def test_crf_labels_with_an_identity_crf_follow_the_threshold_rule() -> None:
+    # A CRF that changes nothing: its argmax is the plain rule (band: two CRF passes agree on
+    # confident pixels and disagree inside the band). Random scores never tie a threshold.
+    torch.manual_seed(0)
+    logits = torch.rand(2, 3, 9, 11)  # positive: the CAMs are these over their maximum
+    tags = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]])  # the second image has no tag
+    images = torch.zeros(2, 3, 9, 11)
+    seen = []
+
+    def identity(rgb, probs):
+        seen.append((rgb.dtype, rgb.shape, probs.shape))
+        np.testing.assert_allclose(probs.sum(0), 1.0, rtol=1e-5)
+        return probs
+
+    for thresholds in (Thresholds(0.4, 0.3, 0.5), Thresholds(0.4)):
+        labeler = PseudoLabeler(thresholds)
+        expected = labeler(images, tags, cam_logits=logits)
+        got = labeler.crf_labels(images, tags, identity, cam_logits=logits)
+        assert torch.equal(got, expected)
+        assert bool((got[1] == 0).all())
+    # Image 1 has no tag and no CRF run; image 0 has 2 tags + background = 3 channels.
+    assert seen[0] == (np.uint8, (9, 11, 3), (3, 9, 11)) and len(seen) == 3
+
+
+def test_a_dense_crf_snaps_noisy_labels_to_a_colour_edge() -> None:
+    pytest.importorskip("pydensecrf")
+    from functools import partial
+
+    from dscnet.inference.crf import dense_crf
+
+    # Left half black, right half white; the CAM leaks 6 px into the black half.
+    h, w = 20, 40
+    images = torch.full((1, 3, h, w), -2.0)
+    images[..., w // 2 :] = 2.0
+    cams = torch.zeros(1, 1, h, w)
+    cams[..., w // 2 - 6 :] = 0.9
+    labeler = PseudoLabeler(Thresholds(0.4), mean=(0.5,) * 3, std=(0.25,) * 3)
+    plain = labeler.decide(*labeler.refine(cams, torch.ones(1, 1)))
+    crf = partial(dense_crf, iterations=10, bi_xy_std=20, bi_rgb_std=10, bi_weight=10, pos_weight=3)
+    logits = torch.logit(cams.clamp(1e-4, 1 - 1e-4))
+    refined = labeler.crf_labels(images, torch.ones(1, 1), crf, cam_logits=logits)
+    truth = torch.zeros(1, h, w, dtype=torch.long)
+    truth[..., w // 2 :] = 1
+    assert (plain != truth).sum() == 6 * h
+    assert (refined != truth).sum() < (plain != truth).sum() // 3

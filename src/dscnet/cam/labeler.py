@@ -39,10 +39,11 @@ per-class scores before the decision (``upsample="bilinear"``: smooth borders).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
@@ -262,15 +263,10 @@ class PseudoLabeler(nn.Module):
             raise ValueError("PseudoLabeler: PAR refinement needs the images")
         b, _, h, w = cams.shape
         out_size = (h, w) if size is None else (int(size[0]), int(size[1]))
-        scores, order, valid = _tagged_channels(cams, tags)
+        scores, order, valid = self.refined_channels(cams, tags, images, out_size if self.upsample == "bilinear" else None)
         if scores.shape[1] == 0:
             empty = torch.full((b, *out_size), float("-inf"), dtype=cams.dtype, device=cams.device)
             return empty, torch.zeros((b, *out_size), dtype=torch.long, device=cams.device)
-        if self.par is not None:
-            rgb = denormalize(images.detach().to(scores.dtype), self.mean, self.std)
-            scores = self.par(rgb, scores)
-        if self.upsample == "bilinear" and out_size != (h, w):
-            scores = F.interpolate(scores, size=out_size, mode="bilinear", align_corners=False)
         # Padding slots can never win, even against a threshold of 0.
         scores = scores.masked_fill(~valid[:, :, None, None], float("-inf"))
         top, slot = scores.max(dim=1)
@@ -279,6 +275,68 @@ class PseudoLabeler(nn.Module):
             top = F.interpolate(top[:, None], size=out_size, mode="nearest")[:, 0]
             cls = F.interpolate(cls[:, None].float(), size=out_size, mode="nearest")[:, 0].long()
         return top, cls
+
+    @torch.no_grad()
+    def refined_channels(
+        self,
+        cams: torch.Tensor,
+        tags: torch.Tensor,
+        images: torch.Tensor | None = None,
+        size: Sequence[int] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The tagged classes' PAR-refined scores, bilinearly resized to ``size`` when given:
+        ``(scores [B, T, H, W], order [B, T] class indices, valid [B, T])`` (padding slots of
+        images with fewer than ``T`` tags hold 0 and ``valid`` False)."""
+        scores, order, valid = _tagged_channels(cams, tags)
+        if scores.shape[1] and self.par is not None:
+            rgb = denormalize(images.detach().to(scores.dtype), self.mean, self.std)
+            scores = self.par(rgb, scores)
+        if size is not None and scores.shape[1] and tuple(scores.shape[-2:]) != tuple(size):
+            scores = F.interpolate(scores, size=tuple(size), mode="bilinear", align_corners=False)
+        return scores, order, valid
+
+    @torch.no_grad()
+    def crf_labels(
+        self,
+        images: torch.Tensor,
+        tags: torch.Tensor,
+        crf: Callable[[np.ndarray, np.ndarray], np.ndarray],
+        *,
+        cam_logits: torch.Tensor | None = None,
+        model: nn.Module | None = None,
+    ) -> torch.Tensor:
+        """Pseudo labels at the input size with a dense CRF in place of the thresholds alone.
+
+        ``crf(rgb uint8 [H, W, 3], probs [K, H, W]) -> probs [K, H, W]``. The refined tagged
+        scores and a constant background score, normalised to sum to 1, go through the CRF
+        and its argmax is the label (IRN's rule). With a band, the CRF runs twice: with the
+        background score at ``high`` (a class that wins there is confident foreground) and at
+        ``low`` (background that wins there is confident background); what the two disagree on
+        becomes ``ignore_index``, as the band does without CRF. Per image (the CRF runs on the CPU).
+        """
+        cams = self.cams(images, tags, cam_logits=cam_logits, model=model)
+        scores, order, valid = self.refined_channels(cams, tags, images, images.shape[-2:])
+        rgb = (denormalize(images.detach().float(), self.mean, self.std) * 255).round().byte()
+        rgb = rgb.permute(0, 2, 3, 1).cpu().numpy()
+        t = self.thresholds
+        backgrounds = (t.high, t.low) if t.has_band else (t.bg,)
+        labels = torch.zeros(images.shape[0], *images.shape[-2:], dtype=torch.long)
+        for b in range(images.shape[0]):
+            n = int(valid[b].sum())
+            if n == 0:  # no tag: all background, as without CRF
+                continue
+            classes = torch.cat([torch.zeros(1, dtype=torch.long), order[b, :n].cpu() + 1])
+            tagged = scores[b, :n].float().cpu()
+            winners = []
+            for bg in backgrounds:
+                probs = torch.cat([torch.full_like(tagged[:1], bg), tagged])
+                probs = probs / probs.sum(0, keepdim=True).clamp_min(1e-8)
+                winners.append(classes[torch.from_numpy(crf(rgb[b], probs.numpy())).argmax(0)])
+            label = winners[0]
+            if t.has_band:  # winners[0]: bg at high (confident fg); winners[1]: bg at low
+                label = torch.where(winners[0] > 0, winners[0], torch.where(winners[1] == 0, 0, self.ignore_index))
+            labels[b] = label
+        return labels.to(images.device)
 
     def decide(self, top: torch.Tensor, cls: torch.Tensor, thresholds: Thresholds | None = None) -> torch.Tensor:
         """Labels from :meth:`refine`'s output at ``thresholds`` (default: this labeler's)."""
@@ -320,8 +378,8 @@ def build_par(cfg: DictConfig) -> PAR | None:
     if not par.enabled:
         return None
     return PAR(
-        dilations=tuple(par.dilations), num_iter=int(par.num_iter), sigma_rgb=float(par.sigma_rgb),
-        sigma_pos=float(par.sigma_pos), pos_weight=float(par.pos_weight),
+        dilations=tuple(par.dilations), num_iter=par.num_iter, sigma_rgb=par.sigma_rgb,
+        sigma_pos=par.sigma_pos, pos_weight=par.pos_weight,
     )  # fmt: skip
 
 
@@ -330,15 +388,15 @@ def build_pseudo_labeler(cfg: DictConfig, **changes: Any) -> PseudoLabeler:
     and ``data.mean/std/ignore_index``; ``changes`` override constructor arguments."""
     cam = cfg.cam
     args: dict[str, Any] = {
-        "thresholds": Thresholds(float(cam.bg_threshold), cam.low, cam.high),
+        "thresholds": Thresholds(cam.bg_threshold, cam.low, cam.high),
         "par": build_par(cfg),
-        "scale": float(cam.par.scale),
+        "scale": cam.par.scale,
         "cam_scales": tuple(cam.online_scales),
-        "cam_flip": bool(cam.online_flip),
-        "upsample": str(cam.upsample),
+        "cam_flip": cam.online_flip,
+        "upsample": cam.upsample,
         "mean": tuple(cfg.data.mean),
         "std": tuple(cfg.data.std),
-        "ignore_index": int(cfg.data.ignore_index),
+        "ignore_index": cfg.data.ignore_index,
     }
     args.update(changes)
     return PseudoLabeler(**args)

@@ -7,6 +7,7 @@ import json
 
 from dscnet.config import apply_overrides
 from dscnet.data.build import build_dataset
+from dscnet.inference.crf import CrfParams
 from dscnet.inference.pseudo_export import export_pseudo_labels
 from dscnet.models.loading import load_model_from_checkpoint
 from dscnet.utils.device import resolve_device
@@ -19,13 +20,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="export pseudo labels of a split as VOC PNGs",
         description="CAM (multi-scale + flip per the config) -> PAR -> thresholds, from the "
         "images' ground-truth tags (the field's protocol for train-set pseudo labels). "
-        "Uncertain pixels are 255 unless --fill-ignore. Prints their mIoU when masks exist.",
+        "Uncertain pixels are 255 unless --fill-ignore. Prints their mIoU when masks exist. "
+        "For a second stage, train on them: dscnet train ... train.supervision=full "
+        "data.pseudo_masks=OUT (docs/RESULTS.md).",
     )
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--split", default="train")
     p.add_argument("--out", required=True)
     p.add_argument("--fill-ignore", action="store_true", help="write uncertain pixels as background instead of 255")
     p.add_argument("--ms", action="store_true", help="multi-scale + flip CAMs (eval.ms_scales)")
+    p.add_argument("--crf", action="store_true", help="dense CRF on the refined scores (eval.crf; needs the crf extra)")
     p.add_argument("--device", default="auto")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the checkpoint's config")
     p.set_defaults(func=run)
@@ -42,8 +46,9 @@ def run(args: argparse.Namespace) -> int:
         scales=tuple(cfg.eval.ms_scales) if args.ms else None,
         flip=True if args.ms else None,
         fill_ignore=args.fill_ignore, device=device, class_names=class_names,
+        crf=CrfParams.from_any(cfg.eval.crf) if args.crf else None,
     )
     print(f"pseudo labels of {len(dataset)} images written to {args.out}")
     if metrics:
-        print(json.dumps({k: metrics[k] for k in ("miou", "pixel_accuracy") if k in metrics}, indent=2))
+        print(json.dumps({k: metrics[k] for k in ("miou", "confident_miou", "coverage", "pixel_accuracy") if k in metrics}, indent=2))
     return 0

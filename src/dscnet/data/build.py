@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Sampler
 
 from dscnet.data import coco, folder, synth, voc
 from dscnet.data.base import TransformedDataset, WSSSDataset, drop_untagged
+from dscnet.data.pseudo_masks import MaskFolderDataset
 from dscnet.data.registry import dataset_source
 from dscnet.data.samplers import GroupBatchSampler
 from dscnet.data.transforms import EvalTransform, TrainTransform, collate_same_size
@@ -21,19 +22,19 @@ _BUILT_IN = (coco, folder, synth, voc)
 
 def build_base_dataset(cfg: DictConfig, split: str) -> WSSSDataset:
     """The untransformed dataset of ``split`` for ``data.type`` (see :mod:`dscnet.data.registry`)."""
-    return dataset_source(str(cfg.data.type)).build(cfg, split)
+    return dataset_source(cfg.data.type).build(cfg, split)
 
 
 def build_train_transform(cfg: DictConfig) -> TrainTransform:
     aug = cfg.data.train_aug
     return TrainTransform(
-        crop_size=int(aug.crop_size),
+        crop_size=aug.crop_size,
         scale_range=tuple(aug.scale_range),
-        hflip=bool(aug.hflip),
-        color_jitter=float(aug.color_jitter),
+        hflip=aug.hflip,
+        color_jitter=aug.color_jitter,
         mean=tuple(cfg.data.mean),
         std=tuple(cfg.data.std),
-        ignore_index=int(cfg.data.ignore_index),
+        ignore_index=cfg.data.ignore_index,
     )
 
 
@@ -48,16 +49,19 @@ def build_dataset(cfg: DictConfig, split: str, train: bool) -> TransformedDatase
     counted warning). ``train=False``: evaluation transform, every image kept.
     """
     base = build_base_dataset(cfg, split)
+    if train and cfg.data.pseudo_masks:
+        # Second stage: the training split's masks are exported pseudo labels.
+        base = MaskFolderDataset(base, cfg.data.pseudo_masks, cfg.data.ignore_index)
     if train:
         return TransformedDataset(
-            drop_untagged(base), build_train_transform(cfg), int(cfg.data.ignore_index)
+            drop_untagged(base), build_train_transform(cfg), cfg.data.ignore_index
         )
-    return TransformedDataset(base, build_eval_transform(cfg), int(cfg.data.ignore_index))
+    return TransformedDataset(base, build_eval_transform(cfg), cfg.data.ignore_index)
 
 
 def class_names(cfg: DictConfig) -> list[str]:
     """Class names (background first) of the configured dataset, read cheaply when possible."""
-    return dataset_source(str(cfg.data.type)).class_names(cfg)
+    return dataset_source(cfg.data.type).class_names(cfg)
 
 
 def num_classes(cfg: DictConfig) -> int:
@@ -75,18 +79,18 @@ def build_train_loader(
     ranks equals the single-process batch of ``world_size * G`` groups. Resume with
     ``loader.batch_sampler.set_step(steps_consumed)`` before iterating.
     """
-    seed = int(cfg.experiment.seed)
+    seed = cfg.experiment.seed
     sampler = GroupBatchSampler(
         dataset.tags,
-        groups_per_batch=int(cfg.data.sampler.groups_per_batch),
-        group_size=int(cfg.data.sampler.group_size),
+        groups_per_batch=cfg.data.sampler.groups_per_batch,
+        group_size=cfg.data.sampler.group_size,
         seed=seed,
         rank=rank,
         world_size=world_size,
-        class_sampling=str(OmegaConf.select(cfg, "data.sampler.class_sampling", default="uniform")),
+        class_sampling=str(cfg.data.sampler.class_sampling),
         with_seeds=True,
     )
-    workers = int(cfg.data.num_workers)
+    workers = cfg.data.num_workers
     return DataLoader(
         dataset,
         batch_sampler=sampler,
@@ -122,10 +126,10 @@ def build_eval_loader(
     images (:func:`~dscnet.data.transforms.collate_same_size`): nothing is padded, so every
     score is independent of the batch size and of which images share a batch.
     """
-    workers = int(cfg.data.num_workers)
+    workers = cfg.data.num_workers
     return DataLoader(
         dataset,
-        batch_size=int(cfg.eval.batch_size),
+        batch_size=cfg.eval.batch_size,
         sampler=ShardSampler(len(dataset), rank, world_size),
         num_workers=workers,
         worker_init_fn=worker_init_fn,

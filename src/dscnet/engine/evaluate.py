@@ -103,7 +103,7 @@ def evaluate(
         raise ValueError(f"unknown evaluation mode '{what}' (choose from {', '.join(EVAL_MODES)})")
     device = device or next(model.parameters()).device
     num_classes = model.num_classes + 1
-    score = LabelScore(num_classes, int(cfg.data.ignore_index), device, uncertain=what == "pseudo")
+    score = LabelScore(num_classes, cfg.data.ignore_index, device, uncertain=what == "pseudo")
     labeler = eval_labeler(cfg, what, scales, flip)
     if labeler is not None:
         labeler = labeler.to(device)

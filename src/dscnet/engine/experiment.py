@@ -44,7 +44,7 @@ class Job(NamedTuple):
 
 
 def _steps_after_warmup(cfg: DictConfig) -> int:
-    return max(int(cfg.loss.contrast_start_step), int(cfg.train.cls_warmup_steps))
+    return max(cfg.loss.contrast_start_step, cfg.train.cls_warmup_steps)
 
 
 def step_seconds_from_scalars(run_dir: str | Path, cfg: DictConfig) -> float:
@@ -57,7 +57,7 @@ def step_seconds_from_scalars(run_dir: str | Path, cfg: DictConfig) -> float:
     if not path.is_file():
         return float("nan")
     s = cfg.data.sampler
-    batch_images = int(s.groups_per_batch) * int(s.group_size) * int(cfg.train.grad_accum)
+    batch_images = s.groups_per_batch * s.group_size * cfg.train.grad_accum
     start = _steps_after_warmup(cfg)
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     speed = [(r["step"], r["speed/images_per_s"]) for r in rows if "speed/images_per_s" in r]
@@ -107,7 +107,7 @@ def train_job(job: Job | tuple) -> dict[str, Any]:
     missing = [mode for mode in what if mode not in summary.metrics]
     if missing:
         split = summary.trainer.eval_split(missing[0])
-        key = "data.val_split" if split == str(cfg.data.val_split) else "eval.cam_split"
+        key = "data.val_split" if split == cfg.data.val_split else "eval.cam_split"
         raise ConfigError(
             f"run '{name}': split '{split}' ({key}) has no masks, so {'/'.join(missing)} mIoU "
             "cannot be scored; demo and ablate need ground truth there (eval.cam_split=null "

@@ -74,7 +74,7 @@ def sweep_bg_threshold(
     # The cam protocol has no band: its candidates differ in the background score only.
     candidates = [Thresholds.around(float(t), band if pseudo else 0.0) for t in thresholds]
     device = device or next(model.parameters()).device
-    ignore_index = int(cfg.data.ignore_index)
+    ignore_index = cfg.data.ignore_index
     scores = [
         LabelScore(model.num_classes + 1, ignore_index, device, uncertain=pseudo) for _ in candidates
     ]

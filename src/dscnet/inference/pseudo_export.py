@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import asdict
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -32,6 +34,7 @@ from dscnet.data.palette import save_palette_png
 from dscnet.errors import DatasetError
 from dscnet.evaluation.io import to_jsonable
 from dscnet.evaluation.score import LabelScore
+from dscnet.inference.crf import CrfParams, dense_crf, require_crf
 from dscnet.utils.device import resolve_device
 from dscnet.utils.progress import progress_iter
 
@@ -56,6 +59,7 @@ def export_pseudo_labels(
     fill_ignore: bool = False,
     device: str | torch.device | None = None,
     size_divisor: int = 1,
+    crf: CrfParams | None = None,
     progress: bool = True,
     class_names: Sequence[str] | None = None,
 ) -> dict[str, Any] | None:
@@ -77,6 +81,8 @@ def export_pseudo_labels(
             second-stage trainers that cannot ignore a label.
         device: None keeps the model's device.
         size_divisor: pad each CAM pass to a multiple of this (1 = no padding).
+        crf: dense-CRF parameters: the labels come from the CRF on the refined scores
+            (:meth:`PseudoLabeler.crf_labels`) instead of the thresholds alone.
         progress: show a progress bar.
         class_names: background first (default ``dataset.class_names``); stored with the
             metrics.
@@ -93,11 +99,13 @@ def export_pseudo_labels(
     param = next(model.parameters(), None)
     dev = param.device if param is not None else torch.device("cpu")
     scales = tuple(cfg.eval.scales) if scales is None else tuple(scales)
-    flip = bool(cfg.eval.flip) if flip is None else bool(flip)
+    flip = cfg.eval.flip if flip is None else bool(flip)
     # Full resolution: the exported labels are meant to be as good as the labeler can make them.
     labeler = build_pseudo_labeler(
         cfg, scale=1.0, cam_scales=scales, cam_flip=flip, size_divisor=size_divisor
     ).to(dev)
+    if crf is not None:
+        require_crf()  # before the first image, not after a long run
     names = list(class_names) if class_names is not None else list(getattr(dataset, "class_names", []))
     ignore = labeler.ignore_index
 
@@ -108,7 +116,10 @@ def export_pseudo_labels(
     for groups in progress_iter(build_eval_loader(cfg, dataset), "pseudo labels", enabled=progress):
         for batch in groups:
             images, tags, masks = (batch[k].to(dev) for k in ("image", "tags", "mask"))
-            labels = labeler(images, tags, model=model)
+            if crf is None:
+                labels = labeler(images, tags, model=model)
+            else:
+                labels = labeler.crf_labels(images, tags, partial(dense_crf, **asdict(crf)), model=model)
             written = labels.masked_fill(labels == ignore, 0) if fill_ignore else labels
             for sample_id, lab in zip(batch["id"], written.cpu()):
                 save_palette_png(lab.to(torch.uint8), label_path(out, sample_id))
@@ -127,7 +138,8 @@ def export_pseudo_labels(
         class_names=names,
         protocol=(
             f"pseudo labels from CAMs with ground-truth tags, scales={list(scales)}, flip={flip}, "
-            f"PAR={'on' if labeler.par is not None else 'off'}; uncertain pixels counted as background"
+            f"PAR={'on' if labeler.par is not None else 'off'}, CRF={'on' if crf is not None else 'off'}; "
+            "uncertain pixels counted as background"
         ),
     )
     (out / "pseudo_metrics.json").write_text(json.dumps(to_jsonable(metrics), indent=2))

@@ -55,48 +55,48 @@ class DSCLObjective(nn.Module):
         loss = cfg.loss
         self.num_classes = num_classes
         self.labeler = labeler
-        self.ignore_index = int(cfg.data.ignore_index)
-        self.supervision = str(cfg.train.get("supervision", "weak"))
-        self.group_size = int(cfg.data.sampler.group_size)
-        self.cls_warmup_steps = int(cfg.train.cls_warmup_steps)
-        self.contrast_start_step = int(loss.contrast_start_step)
-        self.w_seg = float(loss.seg.weight)
+        self.ignore_index = cfg.data.ignore_index
+        self.supervision = str(cfg.train.supervision)
+        self.group_size = cfg.data.sampler.group_size
+        self.cls_warmup_steps = cfg.train.cls_warmup_steps
+        self.contrast_start_step = loss.contrast_start_step
+        self.w_seg = loss.seg.weight
         self.pgcl = (
             PixelGroupContrast(
                 num_classes,
-                temperature=float(loss.pgcl.temperature),
-                max_anchors=int(loss.pgcl.max_anchors),
-                memory_size=int(loss.pgcl.memory_size),
+                temperature=loss.pgcl.temperature,
+                max_anchors=loss.pgcl.max_anchors,
+                memory_size=loss.pgcl.memory_size,
                 ignore_index=self.ignore_index,
-                embed_dim=int(cfg.model.proj_dim),
+                embed_dim=cfg.model.proj_dim,
             )
             if loss.pgcl.enabled
             else None
         )
-        self.w_pgcl = float(loss.pgcl.weight)
+        self.w_pgcl = loss.pgcl.weight
         self.sgcl = (
             SemanticGraphContrast(
                 num_classes,
-                temperature=float(loss.sgcl.temperature),
-                memory=str(loss.sgcl.memory),
-                memory_size=int(loss.sgcl.memory_size),
-                momentum=float(loss.sgcl.momentum),
-                embed_dim=int(cfg.model.proj_dim),
+                temperature=loss.sgcl.temperature,
+                memory=loss.sgcl.memory,
+                memory_size=loss.sgcl.memory_size,
+                momentum=loss.sgcl.momentum,
+                embed_dim=cfg.model.proj_dim,
             )
             if loss.sgcl.enabled
             else None
         )
-        self.w_sgcl = float(loss.sgcl.weight)
+        self.w_sgcl = loss.sgcl.weight
         self.cross = (
             CrossStreamContrast(
-                temperature=float(loss.cross.temperature),
-                max_anchors=int(loss.cross.max_anchors),
+                temperature=loss.cross.temperature,
+                max_anchors=loss.cross.max_anchors,
                 ignore_index=self.ignore_index,
             )
             if loss.cross.enabled
             else None
         )
-        self.w_cross = float(loss.cross.weight)
+        self.w_cross = loss.cross.weight
 
     def forward(
         self,

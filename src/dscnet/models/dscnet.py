@@ -144,22 +144,22 @@ def build_model(cfg: DictConfig, num_classes: int) -> DSCNetModel:
     backbone = build_backbone(
         m.backbone,
         pretrained=m.pretrained,
-        output_stride=int(m.output_stride),
-        channels_last=bool(m.channels_last),
+        output_stride=m.output_stride,
+        channels_last=m.channels_last,
     )
     loss = cfg.loss
-    with_projection = bool(loss.pgcl.enabled or loss.cross.enabled)
-    with_graph = bool(loss.sgcl.enabled or loss.cross.enabled)
+    with_projection = loss.pgcl.enabled or loss.cross.enabled
+    with_graph = loss.sgcl.enabled or loss.cross.enabled
     return DSCNetModel(
         backbone,
         num_classes,
         pooling=m.pooling,
-        seg_hidden=int(m.seg_hidden),
-        proj_dim=int(m.proj_dim),
-        graph_rounds=int(m.graph_rounds),
+        seg_hidden=m.seg_hidden,
+        proj_dim=m.proj_dim,
+        graph_rounds=m.graph_rounds,
         with_projection=with_projection,
         with_graph=with_graph,
-        bg_node=bool(m.bg_node),
-        channels_last=bool(m.channels_last),
-        decoder=str(m.decoder),
+        bg_node=m.bg_node,
+        channels_last=m.channels_last,
+        decoder=m.decoder,
     )
