@@ -55,6 +55,8 @@ from dscnet.data.transforms import denormalize
 from dscnet.errors import ConfigError
 
 Upsample = Literal["nearest", "bilinear"]
+# The probability a thresholded label gets in the CRF's unary (IRN's crf_inference_label).
+CRF_LABEL_PROB = 0.7
 UPSAMPLE_MODES = ("nearest", "bilinear")
 
 
@@ -305,14 +307,16 @@ class PseudoLabeler(nn.Module):
         cam_logits: torch.Tensor | None = None,
         model: nn.Module | None = None,
     ) -> torch.Tensor:
-        """Pseudo labels at the input size with a dense CRF in place of the thresholds alone.
+        """Pseudo labels at the input size, refined by a dense CRF (IRN's rule).
 
-        ``crf(rgb uint8 [H, W, 3], probs [K, H, W]) -> probs [K, H, W]``. The refined tagged
-        scores and a constant background score, normalised to sum to 1, go through the CRF
-        and its argmax is the label (IRN's rule). With a band, the CRF runs twice: with the
-        background score at ``high`` (a class that wins there is confident foreground) and at
-        ``low`` (background that wins there is confident background); what the two disagree on
-        becomes ``ignore_index``, as the band does without CRF. Per image (the CRF runs on the CPU).
+        ``crf(rgb uint8 [H, W, 3], probs [K, H, W]) -> probs [K, H, W]``. The labels of the
+        threshold rule (argmax of a constant background score and the refined tagged scores)
+        become a CRF unary (probability :data:`CRF_LABEL_PROB` on the label, the rest shared
+        by the other classes) and the CRF's argmax is the label. With a band, this runs twice:
+        with the background score at ``high`` (a class that wins there is confident
+        foreground) and at ``low`` (background that wins there is confident background); what
+        the two disagree on becomes ``ignore_index``, as the band does without CRF. Per image
+        (the CRF runs on the CPU).
         """
         cams = self.cams(images, tags, cam_logits=cam_logits, model=model)
         scores, order, valid = self.refined_channels(cams, tags, images, images.shape[-2:])
@@ -329,8 +333,11 @@ class PseudoLabeler(nn.Module):
             tagged = scores[b, :n].float().cpu()
             winners = []
             for bg in backgrounds:
-                probs = torch.cat([torch.full_like(tagged[:1], bg), tagged])
-                probs = probs / probs.sum(0, keepdim=True).clamp_min(1e-8)
+                hard = torch.cat([torch.full_like(tagged[:1], bg), tagged]).argmax(0)  # ties: bg
+                # IRN's label unary: the thresholded label holds CRF_LABEL_PROB, the rest share
+                # the remainder, so the CRF's trust in a label does not depend on the CAM's scale.
+                probs = torch.full((n + 1, *hard.shape), (1 - CRF_LABEL_PROB) / n)
+                probs.scatter_(0, hard[None], CRF_LABEL_PROB)
                 winners.append(classes[torch.from_numpy(crf(rgb[b], probs.numpy())).argmax(0)])
             label = winners[0]
             if t.has_band:  # winners[0]: bg at high (confident fg); winners[1]: bg at low
