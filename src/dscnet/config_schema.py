@@ -167,6 +167,7 @@ class ModelConfig:
     proj_dim: int = setting(128, ge=1, shape=True)
     graph_rounds: int = setting(2, ge=0, shape=True)
     bg_node: bool = True
+    node_exclude_padding: bool = False
 
 
 @dataclass
@@ -201,6 +202,7 @@ class CamConfig:
 @dataclass
 class SegLossConfig:
     weight: float = setting(0.1, ge=0)
+    balanced: bool = False
 
 
 @dataclass
@@ -237,6 +239,7 @@ class LossConfig:
     sgcl: SgclConfig = field(default_factory=SgclConfig)
     cross: CrossConfig = field(default_factory=CrossConfig)
     contrast_start_step: int = setting(2000, ge=0)
+    contrast_ramp_steps: int = setting(0, ge=0)
 
 
 @dataclass

@@ -68,3 +68,34 @@ def test_seg_loss_custom_ignore_index_and_bad_shapes() -> None:
     torch.testing.assert_close(loss, torch.tensor(math.log(2.0)))
     with pytest.raises(ValueError, match="labels"):
         segmentation_loss(torch.zeros(1, 2, 4, 4), torch.zeros(1, 4, 4, 1, dtype=torch.long))
+
+
+def test_balanced_segmentation_loss_averages_background_and_foreground_means() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(1, 3, 2, 4, requires_grad=True)
+    labels = torch.tensor([[[0, 0, 0, 1], [0, 2, 255, 0]]])
+    per_pixel = torch.nn.functional.cross_entropy(logits, labels, ignore_index=255, reduction="none")[0]
+    bg, fg = labels[0] == 0, (labels[0] != 0) & (labels[0] != 255)
+    expected = 0.5 * (per_pixel[bg].mean() + per_pixel[fg].mean())
+    loss = segmentation_loss(logits, labels, balanced=True)
+    torch.testing.assert_close(loss, expected)
+    # Five background pixels against two foreground: the plain mean weights them 5:2.
+    torch.testing.assert_close(segmentation_loss(logits, labels), per_pixel[bg | fg].mean())
+    # No foreground (or no label at all): finite, still attached to the graph.
+    only_bg = torch.where(labels == 0, 0, 255)
+    torch.testing.assert_close(segmentation_loss(logits, only_bg, balanced=True), 0.5 * per_pixel[bg].mean())
+    empty = segmentation_loss(logits, torch.full_like(labels, 255), balanced=True)
+    empty.backward()
+    assert empty.item() == 0.0 and torch.all(logits.grad == 0)
+
+
+def test_contrastive_weights_ramp_in_after_their_start() -> None:
+    from dscnet.cam.labeler import build_pseudo_labeler
+    from dscnet.config import load_config
+    from dscnet.losses.dscl import DSCLObjective
+
+    cfg = load_config("synth_cpu", ["loss.contrast_start_step=10", "loss.contrast_ramp_steps=4"])
+    objective = DSCLObjective(cfg, 8, build_pseudo_labeler(cfg))
+    assert [objective.contrast_ramp(s) for s in (0, 9, 10, 11, 12, 13, 50)] == [0, 0, 0.25, 0.5, 0.75, 1, 1]
+    cfg.loss.contrast_ramp_steps = 0
+    assert DSCLObjective(cfg, 8, build_pseudo_labeler(cfg)).contrast_ramp(10) == 1.0

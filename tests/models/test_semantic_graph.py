@@ -85,3 +85,20 @@ def test_graph_validates_arguments():
         SemanticGraph(4, node_dim=6, heads=4)
     with pytest.raises(ValueError, match=r"attn_mask must be \[2, 2\]"):
         SemanticGraph(4, node_dim=4)(torch.randn(2, 4), torch.ones(3, 3, dtype=torch.bool))
+
+
+def test_nodes_never_pool_crop_padding_when_valid_is_given() -> None:
+    # A crop whose right half is padding: features 1 on the image, 9 on the padding.
+    features = torch.ones(1, 2, 4, 4)
+    features[..., 2:] = 9.0
+    cams = torch.zeros(1, 1, 4, 4)
+    cams[..., 0, 0] = 1.0  # the object covers one real cell
+    tags = torch.ones(1, 1)
+    valid = torch.ones(1, 8, 8, dtype=torch.bool)
+    valid[..., 4:] = False  # the input is 8x8, the feature grid 4x4
+    mixed, _, _ = class_nodes(features, cams, tags)
+    clean, node_class, _ = class_nodes(features, cams, tags, valid=valid)
+    assert node_class.tolist() == [0, 1]
+    assert mixed[0, 0] > 4.0  # without valid, the background node is mostly padding
+    torch.testing.assert_close(clean[0], torch.ones(2), rtol=0, atol=1e-4)  # real pixels only
+    torch.testing.assert_close(clean[1], mixed[1])  # the object node had no padding anyway

@@ -230,7 +230,7 @@ class Trainer:
             )
             with ctx_sync:
                 with autocast:
-                    out = self.ddp_model(images, tags)
+                    out = self.ddp_model(images, tags, valid)
                 loss = self.objective(out, self.model, images, tags, self.step, masks=masks, valid=valid)
                 if not torch.isfinite(loss.total):
                     terms = ", ".join(f"{k}={v.item():.4g}" for k, v in loss.terms.items())

@@ -61,6 +61,8 @@ class DSCLObjective(nn.Module):
         self.cls_warmup_steps = cfg.train.cls_warmup_steps
         self.contrast_start_step = loss.contrast_start_step
         self.w_seg = loss.seg.weight
+        self.seg_balanced = loss.seg.balanced
+        self.contrast_ramp_steps = loss.contrast_ramp_steps
         self.pgcl = (
             PixelGroupContrast(
                 num_classes,
@@ -97,6 +99,15 @@ class DSCLObjective(nn.Module):
             else None
         )
         self.w_cross = loss.cross.weight
+
+    def contrast_ramp(self, step: int) -> float:
+        """Factor of the contrastive weights at ``step``: 0 before ``loss.contrast_start_step``,
+        then rising linearly to 1 over ``loss.contrast_ramp_steps`` (1 at once when 0)."""
+        if step < self.contrast_start_step:
+            return 0.0
+        if self.contrast_ramp_steps <= 0:
+            return 1.0
+        return min(1.0, (step - self.contrast_start_step + 1) / self.contrast_ramp_steps)
 
     def forward(
         self,
@@ -145,18 +156,19 @@ class DSCLObjective(nn.Module):
         if valid is not None:
             labels = labels.masked_fill(~valid.to(labels.device, torch.bool), self.ignore_index)
         if seg_on:
-            terms["seg"] = segmentation_loss(out["seg_logits"].float(), labels)
+            terms["seg"] = segmentation_loss(out["seg_logits"].float(), labels, balanced=self.seg_balanced)
             total = total + self.w_seg * terms["seg"]
         if not contrast_on:
             return LossOutput(total, terms, labels)
 
         embed = out.get("pixel_embed")
+        ramp = self.contrast_ramp(step)
         if self.pgcl is not None:
             terms["pgcl"] = self.pgcl(embed.float(), labels, self.group_size)
-            total = total + self.w_pgcl * terms["pgcl"]
+            total = total + ramp * self.w_pgcl * terms["pgcl"]
         if self.sgcl is not None:
             terms["sgcl"] = self.sgcl(out["node_embed"], out["node_class"], out["node_image"])
-            total = total + self.w_sgcl * terms["sgcl"]
+            total = total + ramp * self.w_sgcl * terms["sgcl"]
         if self.cross is not None:
             terms["cross"] = self.cross(
                 embed.float(),
@@ -166,5 +178,5 @@ class DSCLObjective(nn.Module):
                 out["node_image"],
                 self.group_size,
             )
-            total = total + self.w_cross * terms["cross"]
+            total = total + ramp * self.w_cross * terms["cross"]
         return LossOutput(total, terms, labels)

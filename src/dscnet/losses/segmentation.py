@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 
 def segmentation_loss(
-    seg_logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255
+    seg_logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255, balanced: bool = False
 ) -> torch.Tensor:
     """Pixel cross-entropy averaged over the non-ignored pixels.
 
@@ -21,6 +21,9 @@ def segmentation_loss(
         seg_logits: ``[B, C+1, h, w]``.
         labels: ``[B, H, W]`` long, ``0..C`` or ``ignore_index``.
         ignore_index: label excluded from the loss.
+        balanced: ToCo's background/foreground balance: the mean over background pixels and
+            the mean over foreground pixels, averaged (each 0 when it has no pixel), so that
+            the background, which dominates pseudo labels, does not drown the objects.
     """
     if labels.dim() != 3 or seg_logits.dim() != 4 or labels.shape[0] != seg_logits.shape[0]:
         raise ValueError(
@@ -32,6 +35,13 @@ def segmentation_loss(
             seg_logits, size=labels.shape[-2:], mode="bilinear", align_corners=False
         )
     labels = labels.long()
-    total = F.cross_entropy(seg_logits, labels, ignore_index=ignore_index, reduction="sum")
-    count = (labels != ignore_index).sum().clamp_min(1)
-    return total / count.to(total.dtype)
+    if not balanced:
+        total = F.cross_entropy(seg_logits, labels, ignore_index=ignore_index, reduction="sum")
+        count = (labels != ignore_index).sum().clamp_min(1)
+        return total / count.to(total.dtype)
+    per_pixel = F.cross_entropy(seg_logits, labels, ignore_index=ignore_index, reduction="none")
+    known = labels != ignore_index
+    parts = []
+    for part in (known & (labels == 0), known & (labels != 0)):
+        parts.append((per_pixel * part).sum() / part.sum().clamp_min(1).to(per_pixel.dtype))
+    return 0.5 * (parts[0] + parts[1])

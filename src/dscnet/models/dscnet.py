@@ -38,6 +38,7 @@ class DSCNetModel(nn.Module):
         with_projection: build the PGCL projection head (needed by PGCL and the cross term).
         with_graph: build the SGCL graph (needed by SGCL and the cross term).
         bg_node: add one background node per image to the graph.
+        node_exclude_padding: SGCL nodes pool only real pixels (``valid``), never crop padding.
         channels_last: run the backbone in channels-last memory format (faster for
             depthwise convolutions on CPUs).
     """
@@ -55,6 +56,7 @@ class DSCNetModel(nn.Module):
         bg_node: bool = True,
         channels_last: bool = False,
         decoder: str = "aspp",
+        node_exclude_padding: bool = False,
     ) -> None:
         super().__init__()
         if decoder not in DECODERS:
@@ -62,6 +64,7 @@ class DSCNetModel(nn.Module):
         self.num_classes = num_classes
         self.channels_last = channels_last
         self.bg_node = bg_node
+        self.node_exclude_padding = node_exclude_padding
         self.backbone = backbone
         dim = backbone.out_channels
         self.classifier = ClassifierHead(dim, num_classes, pooling=pooling)
@@ -89,7 +92,9 @@ class DSCNetModel(nn.Module):
     def _decode(self, levels: list[torch.Tensor]) -> torch.Tensor:
         return self.seg_head(levels) if self.seg_head.multi_level else self.seg_head(levels[-1])
 
-    def forward(self, images: torch.Tensor, tags: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, images: torch.Tensor, tags: torch.Tensor | None = None, valid: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """Training forward pass; see docs/ARCHITECTURE.md for the returned keys.
 
         With ``tags`` and a graph, the SGCL class nodes are built and passed through the graph
@@ -110,7 +115,10 @@ class DSCNetModel(nn.Module):
             # Node weights come from detached CAMs: the graph stream shapes the shared
             # features, not the CAMs through their pooling weights.
             cams = cams_from_logits(cam_logits.detach().float(), tags)
-            nodes, node_class, node_image = class_nodes(features.float(), cams, tags, bg_node=self.bg_node)
+            keep = valid if self.node_exclude_padding else None
+            nodes, node_class, node_image = class_nodes(
+                features.float(), cams, tags, bg_node=self.bg_node, valid=keep
+            )
             out["node_embed"] = F.normalize(self.graph(nodes), dim=-1)
             out["node_class"] = node_class
             out["node_image"] = node_image
@@ -162,4 +170,5 @@ def build_model(cfg: DictConfig, num_classes: int) -> DSCNetModel:
         bg_node=m.bg_node,
         channels_last=m.channels_last,
         decoder=m.decoder,
+        node_exclude_padding=m.node_exclude_padding,
     )

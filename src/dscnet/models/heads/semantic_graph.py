@@ -23,6 +23,7 @@ def class_nodes(
     tags: Tensor,
     bg_node: bool = True,
     eps: float = 1e-5,
+    valid: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """CAM-weighted class nodes.
 
@@ -30,6 +31,9 @@ def class_nodes(
     bilinearly to ``h x w`` if needed); ``tags [B, C]`` multi-hot. For every tagged
     (image b, class c): ``node = sum_x M_c(x) F(x) / (sum_x M_c(x) + eps)``. With ``bg_node``
     each image also gets ``M_bg = 1 - max_{c tagged} M_c`` (1 everywhere without tags).
+    ``valid [B, H, W]`` (bool, False on crop padding), when given, multiplies every weight by
+    the share of real pixels in each feature cell, so no node pools padding (without it, the
+    background node of a half-padded crop is about half padding).
 
     Returns ``(nodes [N, D], node_class [N], node_image [N])`` ordered by image, then class
     (background, class 0, first); foreground classes are numbered 1..C. Gradients reach
@@ -51,6 +55,10 @@ def class_nodes(
         cams = F.interpolate(cams, size=(h, w), mode="bilinear", align_corners=False)
     present = tags.detach() > 0.5  # [B, C]
     weights = cams * present[:, :, None, None]
+    real = None
+    if valid is not None:
+        # Share of image (not padding) pixels in each feature cell.
+        real = F.adaptive_avg_pool2d(valid[:, None].to(features.dtype), (h, w))
     if bg_node:
         bg = 1.0 - weights.amax(dim=1, keepdim=True) if weights.shape[1] else cams.new_ones(
             b, 1, h, w
@@ -60,6 +68,8 @@ def class_nodes(
         first_class = 0
     else:
         first_class = 1
+    if real is not None:
+        weights = weights * real
     flat_w = weights.flatten(2)  # [B, C', hw]
     # All weighted sums in one batched matmul: [B, C', hw] @ [B, hw, D].
     sums = flat_w @ features.flatten(2).transpose(1, 2)
