@@ -55,6 +55,32 @@ class TrainResult:
     images_per_second: float
 
 
+class LossWindow:
+    """Loss terms summed on the device over the steps of one logging window.
+
+    ``pop_means`` reads them with one host-device transfer per ``train.log_every`` steps,
+    instead of one ``.item()`` per term and step; a term (e.g. ``seg`` switching on after
+    the warm-up) is averaged over the steps that had it.
+    """
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, terms: dict[str, torch.Tensor]) -> None:
+        """Add one step's detached terms."""
+        for key, value in terms.items():
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def pop_means(self) -> dict[str, float]:
+        """Mean of each term over the window, as floats; empties the window."""
+        keys = list(self.sums)
+        values = torch.stack([self.sums[k] / self.counts[k] for k in keys]).tolist() if keys else []
+        self.sums, self.counts = {}, {}
+        return dict(zip(keys, values))
+
+
 class Trainer:
     """Trains :class:`DSCNetModel` with :class:`DSCLObjective` from a config.
 
@@ -192,10 +218,12 @@ class Trainer:
             fh.write(json.dumps({"step": self.step, **values}) + "\n")
 
     # ------------------------------------------------------------------ the loop
-    def _train_step(self, batch_iter) -> dict[str, float]:
+    def _train_step(self, batch_iter) -> dict[str, torch.Tensor]:
+        """One optimisation step; returns its loss terms as detached device tensors (read by
+        the host only when logged: each read would wait for the GPU)."""
         accum = int(self.cfg.train.grad_accum)
         self.optimizer.zero_grad(set_to_none=True)
-        logged: dict[str, float] = {}
+        logged: dict[str, torch.Tensor] = {}
         for micro in range(accum):
             batch = next(batch_iter)
             images = batch["image"].to(self.device, non_blocking=True)
@@ -221,9 +249,8 @@ class Trainer:
                         "Lower optim.lr, set train.grad_clip, or try train.amp=bf16 instead of fp16."
                     )
                 self.scaler.scale(loss.total / accum).backward()
-            for key, value in loss.terms.items():
-                logged[f"loss/{key}"] = logged.get(f"loss/{key}", 0.0) + value.item() / accum
-            logged["loss/total"] = logged.get("loss/total", 0.0) + loss.total.item() / accum
+            for key, value in (*loss.terms.items(), ("total", loss.total)):
+                logged[f"loss/{key}"] = logged.get(f"loss/{key}", 0.0) + value.detach().float() / accum
         if self.cfg.train.grad_clip:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(self.cfg.train.grad_clip))
@@ -302,6 +329,7 @@ class Trainer:
         )
         start_step, start = self.step, time.perf_counter()
         window_start, window_steps = start, 0
+        window_losses = LossWindow()
         final_metrics = None
         show = bool(cfg.train.progress) and self.ctx.is_main
         bar = make_progress() if show else None
@@ -309,7 +337,7 @@ class Trainer:
             task = bar.add_task("train", total=max_steps, completed=self.step, info="") if bar else None
             while self.step < max_steps:
                 t0 = time.perf_counter()
-                logged = self._train_step(batch_iter)
+                window_losses.add(self._train_step(batch_iter))
                 self.step_times.append((self.step, time.perf_counter() - t0))
                 window_steps += 1
                 for hook in self.hooks:
@@ -318,6 +346,7 @@ class Trainer:
                     now = time.perf_counter()
                     ips = window_steps * batch_images / max(now - window_start, 1e-9)
                     window_start, window_steps = now, 0
+                    logged = window_losses.pop_means()
                     logged["lr"] = self.scheduler.get_last_lr()[0]
                     logged["speed/images_per_s"] = ips
                     self._log(logged)
