@@ -37,15 +37,19 @@ def run(args: argparse.Namespace) -> int:
         cleanup_distributed()
     if ctx.is_main:
         best = f"{result.best_miou:.4f}" if result.best_miou is not None else "n/a"
+        periodic = trainer.eval_images("seg", periodic=True)[1].describe()
         print(
             f"trained {result.steps} steps in {result.seconds:.0f} s "
-            f"({result.images_per_second:.1f} images/s); best val seg mIoU {best}; "
-            f"run dir {result.run_dir}"
+            f"({result.images_per_second:.1f} images/s); best periodic seg mIoU {best} "
+            f"({periodic}); run dir {result.run_dir}"
         )
         if final:
             print(
-                "final val mIoU: "
-                + ", ".join(f"{what} {100 * m['miou']:.2f}" for what, m in final.items())
+                "final mIoU: "
+                + ", ".join(
+                    f"{what} {100 * m['miou']:.2f} ({trainer.eval_images(what)[1].describe()})"
+                    for what, m in final.items()
+                )
                 + " (cam/pseudo from the ground-truth tags)"
             )
         else:

@@ -123,11 +123,13 @@ def evaluate(
     objective = DSCLObjective(cfg, model.num_classes).to(device) if what == "pseudo" else None
     was_training = model.training
     model.eval()
-    loader = build_eval_loader(cfg, dataset, rank=rank, world_size=world_size)
+    loader = build_eval_loader(
+        cfg, dataset, rank=rank, world_size=world_size, pin_memory=device.type == "cuda"
+    )
     for batch in progress_iter(loader, f"eval {what}", enabled=progress and rank == 0):
-        images = batch["image"].to(device)
-        masks = batch["mask"].to(device)
-        tags = batch["tags"].to(device)
+        images = batch["image"].to(device, non_blocking=True)
+        masks = batch["mask"].to(device, non_blocking=True)
+        tags = batch["tags"].to(device, non_blocking=True)
         if what == "seg":
             probs = segment_probs(model, images, scales=scales, flip=flip)
             if crf:

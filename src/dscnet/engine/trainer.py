@@ -6,7 +6,7 @@ A run directory holds::
     scalars.jsonl           one JSON object per logged step (losses, lr, speed, val metrics)
     tb/                     TensorBoard event files
     checkpoints/last.pth    written atomically every ``train.ckpt_every`` steps and at the end
-    checkpoints/best.pth    the best validation segmentation mIoU so far
+    checkpoints/best.pth    the best periodic validation segmentation mIoU so far (eval.val_subset)
     eval/step_<N>/          metrics.json, metrics.txt, confusion.png of periodic evaluations
 """
 
@@ -29,6 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from dscnet.config import save_config
 from dscnet.data.base import TransformedDataset
 from dscnet.data.build import build_dataset, build_train_loader
+from dscnet.data.subset import SubsetInfo, eval_subset
 from dscnet.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from dscnet.engine.distributed import DistContext, barrier
 from dscnet.engine.evaluate import evaluate
@@ -117,7 +118,10 @@ class Trainer:
         self.objective = DSCLObjective(cfg, self.num_classes).to(self.device)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, int(cfg.train.max_steps))
-        self.loader = build_train_loader(cfg, self.train_set, rank=ctx.rank, world_size=ctx.world_size)
+        self.loader = build_train_loader(
+            cfg, self.train_set, rank=ctx.rank, world_size=ctx.world_size,
+            pin_memory=self.device.type == "cuda",
+        )  # fmt: skip
         self.sampler = self.loader.batch_sampler
 
         self.amp_dtype = self._amp_dtype(str(cfg.train.amp))
@@ -274,8 +278,19 @@ class Trainer:
             self._eval_sets[split] = build_dataset(self.cfg, split, train=False)
         return self._eval_sets[split]
 
-    def run_eval(self, tag: str, what: tuple[str, ...] = ("seg",)) -> dict[str, dict[str, Any]]:
-        """Evaluate ``what`` (each on :meth:`eval_split`); rank 0 writes ``eval/<tag>/<what>/``.
+    def eval_images(self, mode: str, periodic: bool = False) -> tuple[TransformedDataset, SubsetInfo]:
+        """The images ``mode`` is scored on: :meth:`eval_split`, restricted for a ``periodic``
+        evaluation to ``eval.val_subset`` images (the first ones, or seeded with
+        ``eval.val_subset_seed``); the final evaluation always scores the whole split."""
+        split = self.eval_split(mode)
+        size = self.cfg.eval.get("val_subset") if periodic else None
+        return eval_subset(self._eval_set(split), split, size, self.cfg.eval.get("val_subset_seed"))
+
+    def run_eval(
+        self, tag: str, what: tuple[str, ...] = ("seg",), periodic: bool = False
+    ) -> dict[str, dict[str, Any]]:
+        """Evaluate ``what`` (each on :meth:`eval_images`); rank 0 writes ``eval/<tag>/<what>/``,
+        whose title and ``extra`` name the split and the images scored.
 
         Returns ``{}`` when the validation split has no masks (nothing to score against);
         a mode whose split has no masks is left out.
@@ -284,8 +299,7 @@ class Trainer:
         if not self.val_set.has_masks:
             return results
         for mode in what:
-            split = self.eval_split(mode)
-            dataset = self._eval_set(split)
+            dataset, images = self.eval_images(mode, periodic)
             if not dataset.has_masks:
                 continue
             res = evaluate(
@@ -306,8 +320,8 @@ class Trainer:
                     res.metrics,
                     self.class_names,
                     res.confusion.matrix.cpu().numpy(),
-                    title=f"{mode} mIoU on {split} at step {self.step}",
-                    extra=res.extra,
+                    title=f"{mode} mIoU on {images.describe()} at step {self.step}",
+                    extra={**res.extra, **images.as_dict(), "step": self.step},
                 )
         return results
 
@@ -357,10 +371,13 @@ class Trainer:
                     bar.update(task, completed=self.step)
                 due = self.step % int(cfg.train.eval_every) == 0 or self.step == max_steps
                 # run_eval returns {} for a validation split without masks.
-                metrics = self.run_eval(f"step_{self.step}") if due else {}
+                metrics = self.run_eval(f"step_{self.step}", periodic=True) if due else {}
                 if metrics:
                     miou = metrics["seg"]["miou"]
-                    self._log({"val/seg_miou": miou})
+                    # A subset's curve gets its own name: it is not the number of the full split.
+                    scored = self.eval_images("seg", periodic=True)[1]
+                    prefix = "val_subset" if scored.is_subset else "val"
+                    self._log({f"{prefix}/seg_miou": miou, f"{prefix}/images": scored.images})
                     final_metrics = metrics
                     if self.best_miou is None or miou > self.best_miou:
                         self.best_miou = miou
