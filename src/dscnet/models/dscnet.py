@@ -35,6 +35,9 @@ class DSCNetModel(nn.Module):
         bg_node: add one background node per image to the graph.
         channels_last: run the backbone in channels-last memory format (faster for
             depthwise convolutions on CPUs).
+        freeze_backbone: train the heads on a fixed encoder (as the CLIP-based methods do):
+            the backbone's parameters get ``requires_grad=False`` (the optimiser never sees
+            them, autograd keeps none of its activations) and it stays in eval mode.
     """
 
     def __init__(
@@ -49,10 +52,14 @@ class DSCNetModel(nn.Module):
         with_graph: bool = False,
         bg_node: bool = True,
         channels_last: bool = False,
+        freeze_backbone: bool = False,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.channels_last = channels_last
+        self.freeze_backbone = freeze_backbone
+        if freeze_backbone:
+            backbone.requires_grad_(False)
         self.bg_node = bg_node
         self.backbone = backbone
         dim = backbone.out_channels
@@ -60,6 +67,14 @@ class DSCNetModel(nn.Module):
         self.seg_head = SegmentationHead(dim, num_classes + 1, hidden=seg_hidden)
         self.projection = ProjectionHead(dim, proj_dim) if with_projection else None
         self.graph = SemanticGraph(dim, node_dim=proj_dim, rounds=graph_rounds) if with_graph else None
+
+    def train(self, mode: bool = True) -> DSCNetModel:
+        """``nn.Module.train``; a frozen backbone stays in eval mode (fixed BN statistics,
+        no dropout), as a fixed encoder must."""
+        super().train(mode)
+        if self.freeze_backbone:
+            self.backbone.eval()
+        return self
 
     def _features(self, images: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
@@ -137,4 +152,5 @@ def build_model(cfg: DictConfig, num_classes: int) -> DSCNetModel:
         with_graph=with_graph,
         bg_node=bool(m.bg_node),
         channels_last=bool(m.channels_last),
+        freeze_backbone=bool(m.get("freeze_backbone", False)),
     )
