@@ -53,7 +53,7 @@ def test_every_packaged_config_is_valid_and_typed(name):
         ("train.log_every=0", "train.log_every=0: must be >= 1"),
         ("train.amp=fp32", "train.amp='fp32': must be one of none, bf16, fp16"),
         ("experiment.device=gpu", "experiment.device='gpu': must be auto, cpu, mps, cuda or cuda:N"),
-        ("model.output_stride=12", "model.output_stride=12: must be one of 8, 16, 32"),
+        ("model.output_stride=12", "model.output_stride=12: must be one of 8, 14, 16, 32"),
         ("train.progress=maybe", "train.progress='maybe': must be true or false"),
         ("cam.par.dilations=[1,x]", "cam.par.dilations[1]='x': must be an integer"),
         ("train.max_steps=null", "train.max_steps=None: must be a value (it may not be null)"),

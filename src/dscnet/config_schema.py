@@ -159,7 +159,7 @@ class DataConfig:
 class ModelConfig:
     backbone: str = setting("small_cnn", shape=True)
     pretrained: str | None = None
-    output_stride: int = setting(8, choices=(8, 16, 32))
+    output_stride: int = setting(8, choices=(8, 14, 16, 32))  # 14: patch-14 ViTs (DINOv2)
     channels_last: bool = False
     pooling: str = setting("gap", choices=("gap", "gmp"))
     decoder: str = setting("aspp", choices=("aspp", "fpn"), shape=True)
@@ -168,6 +168,7 @@ class ModelConfig:
     graph_rounds: int = setting(2, ge=0, shape=True)
     bg_node: bool = True
     node_exclude_padding: bool = False
+    freeze_backbone: bool = False
 
 
 @dataclass
@@ -294,6 +295,8 @@ class CrfConfig:
 class EvalConfig:
     batch_size: int = setting(8, ge=1)
     cam_split: str | None = None
+    val_subset: int | None = setting(None, ge=1)
+    val_subset_seed: int | None = setting(None, ge=0)
     scales: list[float] = setting([1.0], gt=0, min_length=1)
     flip: bool = False
     ms_scales: list[float] = setting([0.5, 0.75, 1.0, 1.25], gt=0, min_length=1)

@@ -39,6 +39,9 @@ def test_train_writes_checkpoint_and_eval_reports_each_protocol(trained: Path, c
     assert 0.0 <= summary["pseudo/raw"]["coverage"] <= 1.0
     metrics = json.loads((out / "seg_msf_crf" / "metrics.json").read_text())
     assert metrics["extra"]["crf"] is True and metrics["extra"]["scales"] == [0.5, 0.75, 1.0, 1.25]
+    n = metrics["extra"]["images"]
+    assert metrics["extra"]["subset"] is None and n == metrics["extra"]["split_images"] > 0
+    assert metrics["title"].startswith(f"seg (msf_crf) on val, all {n} images: ")
     assert "seg/msf_crf" in capsys.readouterr().out
 
 

@@ -40,8 +40,8 @@ def test_a_cam_split_without_masks_is_a_clear_error(tmp_path: Path, monkeypatch)
     # Stand in for a cam split without ground truth: run_eval leaves such modes out.
     real = Trainer.run_eval
 
-    def without_cam(self, tag, what=("seg",)):
-        return real(self, tag, what=tuple(m for m in what if m == "seg"))
+    def without_cam(self, tag, what=("seg",), **kwargs):
+        return real(self, tag, what=tuple(m for m in what if m == "seg"), **kwargs)
 
     monkeypatch.setattr(Trainer, "run_eval", without_cam)
     cfg = OmegaConf.to_container(tiny_config(tmp_path, "train.max_steps=1"), resolve=True)

@@ -115,3 +115,24 @@ def test_cams_and_pseudo_labels_are_scored_on_eval_cam_split(tmp_path: Path):
 
     on_val = Trainer(tiny_config(tmp_path / "val", "train.max_steps=2", "eval.cam_split=null"), ctx)
     assert on_val.eval_split("cam") == "val"
+
+
+def test_periodic_evaluation_scores_the_val_subset_and_the_final_one_everything(tmp_path: Path):
+    from dscnet.data.subset import eval_subset
+    from dscnet.engine.evaluate import evaluate
+
+    cfg = tiny_config(tmp_path, "train.max_steps=2", "train.eval_every=2", "eval.val_subset=5")
+    trainer = Trainer(cfg, init_distributed("cpu"))
+    trainer.fit()
+    periodic = json.loads((tmp_path / "eval" / "step_2" / "seg" / "metrics.json").read_text())
+    assert periodic["title"] == "seg mIoU on val, first 5 of 12 images at step 2"
+    assert periodic["extra"]["images"] == 5 and periodic["extra"]["subset"] == "first"
+    first5, _ = eval_subset(trainer.val_set, "val", 5)
+    assert periodic["miou"] == pytest.approx(evaluate(trainer.model, first5, cfg).metrics["miou"])
+    logged = [json.loads(line) for line in (tmp_path / "scalars.jsonl").read_text().splitlines()]
+    assert any(r.get("val_subset/images") == 5 for r in logged)
+    assert not any("val/seg_miou" in r for r in logged)  # a subset never poses as the full split
+    trainer.run_eval("final")
+    final = json.loads((tmp_path / "eval" / "final" / "seg" / "metrics.json").read_text())
+    assert final["title"] == "seg mIoU on val, all 12 images at step 2"
+    assert final["extra"]["subset"] is None and final["extra"]["images"] == 12

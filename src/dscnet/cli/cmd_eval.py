@@ -8,6 +8,7 @@ from pathlib import Path
 
 from dscnet.config import apply_overrides
 from dscnet.data.build import build_dataset
+from dscnet.data.subset import SubsetInfo
 from dscnet.engine.distributed import cleanup_distributed, init_distributed
 from dscnet.engine.evaluate import evaluate
 from dscnet.engine.health import background_warning, print_warning
@@ -68,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
                 f"the classes of split '{split}' ({len(dataset.class_names)}) differ from the "
                 f"checkpoint's ({len(class_names)})"
             )
+        images = SubsetInfo(split, len(dataset), len(dataset))  # dscnet eval scores the whole split
         modes = ["seg", "cam", "pseudo"] if args.what == "all" else [args.what]
         summary: dict[str, dict] = {}
         notes: list[str] = []  # evaluations that predict (nearly) only background
@@ -88,8 +90,8 @@ def run(args: argparse.Namespace) -> int:
                     write_metrics(
                         out_dir / f"{mode}_{name}", res.metrics, class_names,
                         res.confusion.matrix.cpu().numpy(),
-                        title=f"{mode} ({name}) on {split}: {args.checkpoint}",
-                        extra={**res.extra, "split": split, "checkpoint": str(args.checkpoint)},
+                        title=f"{mode} ({name}) on {images.describe()}: {args.checkpoint}",
+                        extra={**res.extra, **images.as_dict(), "checkpoint": str(args.checkpoint)},
                     )
         if ctx.is_main:
             atomic_write_text(out_dir / "summary.json", json.dumps(summary, indent=2))

@@ -39,11 +39,18 @@ def run(args: argparse.Namespace) -> int:
         cleanup_distributed()
     if ctx.is_main:
         best = f"{result.best_miou:.4f}" if result.best_miou is not None else "n/a"
-        print(f"{describe_steps(result, cfg.train.max_steps)}; best val seg mIoU {best}; run dir {result.run_dir}")
+        periodic = trainer.eval_images("seg", periodic=True)[1].describe()
+        print(
+            f"{describe_steps(result, cfg.train.max_steps)}; best periodic seg mIoU {best} "
+            f"({periodic}); run dir {result.run_dir}"
+        )
         if final:
             print(
-                "final val mIoU: "
-                + ", ".join(f"{what} {100 * m['miou']:.2f}" for what, m in final.items())
+                "final mIoU: "
+                + ", ".join(
+                    f"{what} {100 * m['miou']:.2f} ({trainer.eval_images(what)[1].describe()})"
+                    for what, m in final.items()
+                )
                 + " (cam/pseudo from the ground-truth tags)"
             )
         else:

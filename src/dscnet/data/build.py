@@ -70,14 +70,19 @@ def num_classes(cfg: DictConfig) -> int:
 
 
 def build_train_loader(
-    cfg: DictConfig, dataset: TransformedDataset, rank: int = 0, world_size: int = 1
+    cfg: DictConfig,
+    dataset: TransformedDataset,
+    rank: int = 0,
+    world_size: int = 1,
+    pin_memory: bool = False,
 ) -> DataLoader:
     """Infinite loader of G groups x K images per rank (``data.sampler``).
 
     Each sample's augmentation seed derives from (experiment.seed, step, position in the
     global batch), so batches do not depend on ``num_workers`` and the union over DDP
     ranks equals the single-process batch of ``world_size * G`` groups. Resume with
-    ``loader.batch_sampler.set_step(steps_consumed)`` before iterating.
+    ``loader.batch_sampler.set_step(steps_consumed)`` before iterating. ``pin_memory``
+    (for a CUDA device) makes the batches' ``.to(device, non_blocking=True)`` asynchronous.
     """
     seed = cfg.experiment.seed
     sampler = GroupBatchSampler(
@@ -98,6 +103,7 @@ def build_train_loader(
         worker_init_fn=worker_init_fn,
         generator=torch.Generator().manual_seed(seed + rank),
         persistent_workers=workers > 0,
+        pin_memory=pin_memory,
     )
 
 
@@ -118,13 +124,18 @@ class ShardSampler(Sampler[int]):
 
 
 def build_eval_loader(
-    cfg: DictConfig, dataset: TransformedDataset, rank: int = 0, world_size: int = 1
+    cfg: DictConfig,
+    dataset: TransformedDataset,
+    rank: int = 0,
+    world_size: int = 1,
+    pin_memory: bool = False,
 ) -> DataLoader:
     """Ordered loader of ``eval.batch_size`` images, sharded over ranks without duplicates.
 
     Each element is a *list* of batches, one per image size among those ``eval.batch_size``
     images (:func:`~dscnet.data.transforms.collate_same_size`): nothing is padded, so every
     score is independent of the batch size and of which images share a batch.
+    ``pin_memory``: page-locked batches, for a CUDA device.
     """
     workers = cfg.data.num_workers
     return DataLoader(
@@ -137,4 +148,5 @@ def build_eval_loader(
         # Its own generator: creating the iterator would otherwise draw the workers' base
         # seed from torch's global generator and shift training's random stream.
         generator=torch.Generator().manual_seed(0),
+        pin_memory=pin_memory,
     )

@@ -109,18 +109,20 @@ def evaluate(
         labeler = labeler.to(device)
     was_training = model.training
     model.eval()
-    loader = build_eval_loader(cfg, dataset, rank=rank, world_size=world_size)
+    loader = build_eval_loader(
+        cfg, dataset, rank=rank, world_size=world_size, pin_memory=device.type == "cuda"
+    )
     for groups in progress_iter(loader, f"eval {what}", enabled=progress and rank == 0):
         for batch in groups:  # one batch per image size: nothing is padded
-            images = batch["image"].to(device)
-            masks = batch["mask"].to(device)
+            images = batch["image"].to(device, non_blocking=True)
+            masks = batch["mask"].to(device, non_blocking=True)
             if labeler is None:
                 probs = segment_probs(model, images, scales=scales, flip=flip)
                 if crf:
                     probs = _crf_refine(images, probs, cfg)
                 pred = probs.argmax(1)
             else:
-                pred = labeler(images, batch["tags"].to(device), model=model)
+                pred = labeler(images, batch["tags"].to(device, non_blocking=True), model=model)
             score.update(pred, masks)
             if on_batch is not None:
                 on_batch(list(batch["id"]), pred)

@@ -6,7 +6,7 @@ A run directory holds::
     scalars.jsonl           one JSON object per logged step (losses, lr, speed, val metrics)
     tb/                     TensorBoard event files
     checkpoints/last.pth    written atomically every ``train.ckpt_every`` steps and at the end
-    checkpoints/best.pth    the best validation segmentation mIoU so far
+    checkpoints/best.pth    the best periodic validation segmentation mIoU so far (eval.val_subset)
     eval/step_<N>/          metrics.json, metrics.txt, confusion.png of periodic evaluations
 """
 
@@ -30,6 +30,7 @@ from dscnet.cam.labeler import build_pseudo_labeler
 from dscnet.config import save_config
 from dscnet.data.base import TransformedDataset
 from dscnet.data.build import build_dataset, build_train_loader
+from dscnet.data.subset import SubsetInfo, eval_subset
 from dscnet.engine.checkpoint import rng_state, save_checkpoint, set_rng_state
 from dscnet.engine.distributed import DistContext, barrier
 from dscnet.engine.evaluate import evaluate
@@ -60,6 +61,32 @@ class TrainResult:
     final_metrics: dict[str, Any] | None
     seconds: float
     images_per_second: float
+
+
+class LossWindow:
+    """Loss terms summed on the device over the steps of one logging window.
+
+    ``pop_means`` reads them with one host-device transfer per ``train.log_every`` steps,
+    instead of one ``.item()`` per term and step; a term (e.g. ``seg`` switching on after
+    the warm-up) is averaged over the steps that had it.
+    """
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, terms: dict[str, torch.Tensor]) -> None:
+        """Add one step's detached terms."""
+        for key, value in terms.items():
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def pop_means(self) -> dict[str, float]:
+        """Mean of each term over the window, as floats; empties the window."""
+        keys = list(self.sums)
+        values = torch.stack([self.sums[k] / self.counts[k] for k in keys]).tolist() if keys else []
+        self.sums, self.counts = {}, {}
+        return dict(zip(keys, values))
 
 
 class Trainer:
@@ -102,7 +129,10 @@ class Trainer:
         self.health = TrainingHealth.for_objective(cfg, self.objective) if ctx.is_main else None
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.scheduler = build_scheduler(self.optimizer, cfg.optim, cfg.train.max_steps)
-        self.loader = build_train_loader(cfg, self.train_set, rank=ctx.rank, world_size=ctx.world_size)
+        self.loader = build_train_loader(
+            cfg, self.train_set, rank=ctx.rank, world_size=ctx.world_size,
+            pin_memory=self.device.type == "cuda",
+        )  # fmt: skip
         self.sampler = self.loader.batch_sampler
 
         self.amp_dtype = self._amp_dtype(cfg.train.amp)
@@ -211,10 +241,12 @@ class Trainer:
         append_warnings(self.scalars_path, self.step, notes)
 
     # ------------------------------------------------------------------ the loop
-    def _train_step(self, batch_iter) -> dict[str, float]:
+    def _train_step(self, batch_iter) -> dict[str, torch.Tensor]:
+        """One optimisation step; returns its loss terms as detached device tensors (read by
+        the host only when logged: each read would wait for the GPU)."""
         accum = self.cfg.train.grad_accum
         self.optimizer.zero_grad(set_to_none=True)
-        logged: dict[str, float] = {}
+        logged: dict[str, torch.Tensor] = {}
         for micro in range(accum):
             batch = next(batch_iter)
             images = batch["image"].to(self.device, non_blocking=True)
@@ -242,9 +274,8 @@ class Trainer:
                 self.scaler.scale(loss.total / accum).backward()
             if self.health is not None:
                 self.health.update(self.step, out, tags, loss, valid)
-            for key, value in loss.terms.items():
-                logged[f"loss/{key}"] = logged.get(f"loss/{key}", 0.0) + value.item() / accum
-            logged["loss/total"] = logged.get("loss/total", 0.0) + loss.total.item() / accum
+            for key, value in (*loss.terms.items(), ("total", loss.total)):
+                logged[f"loss/{key}"] = logged.get(f"loss/{key}", 0.0) + value.detach().float() / accum
         if self.cfg.train.grad_clip:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
@@ -268,8 +299,19 @@ class Trainer:
             self._eval_sets[split] = build_dataset(self.cfg, split, train=False)
         return self._eval_sets[split]
 
-    def run_eval(self, tag: str, what: tuple[str, ...] = ("seg",)) -> dict[str, dict[str, Any]]:
-        """Evaluate ``what`` (each on :meth:`eval_split`); rank 0 writes ``eval/<tag>/<what>/``.
+    def eval_images(self, mode: str, periodic: bool = False) -> tuple[TransformedDataset, SubsetInfo]:
+        """The images ``mode`` is scored on: :meth:`eval_split`, restricted for a ``periodic``
+        evaluation to ``eval.val_subset`` images (the first ones, or seeded with
+        ``eval.val_subset_seed``); the final evaluation always scores the whole split."""
+        split = self.eval_split(mode)
+        size = self.cfg.eval.val_subset if periodic else None
+        return eval_subset(self._eval_set(split), split, size, self.cfg.eval.val_subset_seed)
+
+    def run_eval(
+        self, tag: str, what: tuple[str, ...] = ("seg",), periodic: bool = False
+    ) -> dict[str, dict[str, Any]]:
+        """Evaluate ``what`` (each on :meth:`eval_images`); rank 0 writes ``eval/<tag>/<what>/``,
+        whose title and ``extra`` name the split and the images scored.
 
         Returns ``{}`` when the validation split has no masks (nothing to score against);
         a mode whose split has no masks is left out.
@@ -278,8 +320,7 @@ class Trainer:
         if not self.val_set.has_masks:
             return results
         for mode in what:
-            split = self.eval_split(mode)
-            dataset = self._eval_set(split)
+            dataset, images = self.eval_images(mode, periodic)
             if not dataset.has_masks:
                 continue
             res = evaluate(
@@ -295,15 +336,15 @@ class Trainer:
             )
             results[mode] = res.metrics
             if self.health is not None:
-                self._warn(self.health.check_eval(self.step, mode, split, res.metrics))
+                self._warn(self.health.check_eval(self.step, mode, images.split, res.metrics))
             if self.ctx.is_main:
                 write_metrics(
                     self.run_dir / "eval" / tag / mode,
                     res.metrics,
                     self.class_names,
                     res.confusion.matrix.cpu().numpy(),
-                    title=f"{mode} mIoU on {split} at step {self.step}",
-                    extra=res.extra,
+                    title=f"{mode} mIoU on {images.describe()} at step {self.step}",
+                    extra={**res.extra, **images.as_dict(), "step": self.step},
                 )
         return results
 
@@ -325,6 +366,7 @@ class Trainer:
         )
         start_step, start = self.step, time.perf_counter()
         window_start, window_steps = start, 0
+        window_losses = LossWindow()
         final_metrics = None
         show = cfg.train.progress and self.ctx.is_main
         bar = make_progress() if show else None
@@ -332,7 +374,7 @@ class Trainer:
             task = bar.add_task("train", total=max_steps, completed=self.step, info="") if bar else None
             while self.step < max_steps:
                 t0 = time.perf_counter()
-                logged = self._train_step(batch_iter)
+                window_losses.add(self._train_step(batch_iter))
                 self.step_times.append((self.step, time.perf_counter() - t0))
                 window_steps += 1
                 for hook in self.hooks:
@@ -341,6 +383,7 @@ class Trainer:
                     now = time.perf_counter()
                     ips = window_steps * batch_images / max(now - window_start, 1e-9)
                     window_start, window_steps = now, 0
+                    logged = window_losses.pop_means()
                     logged["lr"] = self.scheduler.get_last_lr()[0]
                     logged["speed/images_per_s"] = ips
                     notes: list[HealthWarning] = []
@@ -356,10 +399,13 @@ class Trainer:
                     bar.update(task, completed=self.step)
                 due = self.step % cfg.train.eval_every == 0 or self.step == max_steps
                 # run_eval returns {} for a validation split without masks.
-                metrics = self.run_eval(f"step_{self.step}") if due else {}
+                metrics = self.run_eval(f"step_{self.step}", periodic=True) if due else {}
                 if metrics:
                     miou = metrics["seg"]["miou"]
-                    self._log({"val/seg_miou": miou})
+                    # A subset's curve gets its own name: it is not the number of the full split.
+                    scored = self.eval_images("seg", periodic=True)[1]
+                    prefix = "val_subset" if scored.is_subset else "val"
+                    self._log({f"{prefix}/seg_miou": miou, f"{prefix}/images": scored.images})
                     final_metrics = metrics
                     if self.best_miou is None or miou > self.best_miou:
                         self.best_miou = miou

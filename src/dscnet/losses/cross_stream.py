@@ -18,6 +18,7 @@ from dscnet.losses.pgcl import (
     reduce_anchor_losses,
     resize_labels,
     sample_group_anchors,
+    static_shapes_for,
     supcon_per_anchor,
 )
 
@@ -37,7 +38,11 @@ class CrossStreamContrast(nn.Module):
     """
 
     def __init__(
-        self, temperature: float = 0.1, max_anchors: int | None = 1024, ignore_index: int = 255
+        self,
+        temperature: float = 0.1,
+        max_anchors: int | None = 1024,
+        ignore_index: int = 255,
+        static_shapes: bool | None = None,
     ) -> None:
         super().__init__()
         if temperature <= 0:
@@ -47,6 +52,7 @@ class CrossStreamContrast(nn.Module):
         self.temperature = temperature
         self.max_anchors = max_anchors
         self.ignore_index = ignore_index
+        self.static_shapes = static_shapes  # None: fixed anchor width off the CPU (pgcl.static_shapes_for)
         self.last_stats: dict[str, Tensor] = {}
 
     def forward(
@@ -81,9 +87,18 @@ class CrossStreamContrast(nn.Module):
         y = resize_labels(labels.to(z.device), (h, w))
         y = torch.where(y == self.ignore_index, torch.full_like(y, -1), y)
         zg, yg = group_pixels(z, y, group_size)
-        # Every non-ignored label is a candidate class (the loss does not know C).
-        num_labels = int(yg.max()) + 1 if yg.numel() else 1
-        index, mask = sample_group_anchors(yg, num_labels, self.max_anchors, generator)
+        # Every non-ignored label is a candidate class (the loss does not know C). Pseudo
+        # labels lie below ignore_index, a bound known without reading the labels (the
+        # largest label would cost a host-device sync on a GPU); absent classes do not
+        # change the class-balanced sample.
+        if self.ignore_index > 0:
+            num_labels = self.ignore_index
+        else:
+            num_labels = int(yg.max()) + 1 if yg.numel() else 1
+        static = static_shapes_for(z, self.static_shapes)
+        index, mask = sample_group_anchors(
+            yg, num_labels, self.max_anchors, generator, static_width=static
+        )
         g, a = index.shape
         anchors = zg.gather(1, index[..., None].expand(-1, -1, d)).reshape(g * a, d)
         anchor_y = yg.gather(1, index).reshape(-1)

@@ -16,16 +16,32 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def _valid_items(embeddings: Tensor, labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
-    """Detach, flatten and drop items whose label is outside ``[0, num_classes)`` (ignore)."""
+def _checked_items(embeddings: Tensor, labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Detach and flatten; ``(embeddings, labels, valid)`` with ``valid`` False on labels
+    outside ``[0, num_classes)`` (ignore, padding) and those labels set to 0.
+
+    Invalid items are masked rather than dropped: dropping them (boolean indexing) would
+    make the host wait for the device on every update (see ``dscnet.utils.host_sync``).
+    """
     embeddings = embeddings.detach()
     labels = labels.detach().reshape(-1).long()
     if embeddings.shape[0] != labels.shape[0]:
         raise ValueError(
             f"memory update: {embeddings.shape[0]} embeddings but {labels.shape[0]} labels"
         )
-    keep = (labels >= 0) & (labels < num_classes)
-    return embeddings[keep], labels[keep]
+    valid = (labels >= 0) & (labels < num_classes)
+    return embeddings, torch.where(valid, labels, torch.zeros_like(labels)), valid
+
+
+def class_counts(labels: Tensor, num_classes: int, weights: Tensor | None = None) -> Tensor:
+    """Items per class, ``[num_classes]`` (long), of ``labels`` in ``[0, num_classes)``.
+
+    ``torch.bincount`` would give the same numbers, but its output length depends on the
+    largest label, a device value the host must wait for on a GPU; the length is known here.
+    ``weights`` (bool or long, like ``labels``) counts only some items.
+    """
+    ones = torch.ones_like(labels) if weights is None else weights.to(labels.dtype)
+    return torch.zeros(num_classes, dtype=torch.long, device=labels.device).scatter_add_(0, labels, ones)
 
 
 class ClassQueueMemory(nn.Module):
@@ -58,23 +74,36 @@ class ClassQueueMemory(nn.Module):
         ``[0, num_classes)`` (e.g. 255) are ignored. Fully vectorised: the rank of each
         item within its class comes from a stable sort, so slots never collide.
         """
-        emb, lab = _valid_items(embeddings, labels, self.num_classes)
+        emb, lab, valid = _checked_items(embeddings, labels, self.num_classes)
         if emb.shape[0] == 0:
             return
         emb = emb.to(device=self.queue.device, dtype=self.queue.dtype)
-        lab = lab.to(self.queue.device)
+        lab, valid = lab.to(self.queue.device), valid.to(self.queue.device)
         n = lab.shape[0]
-        per_class = torch.bincount(lab, minlength=self.num_classes)
-        order = torch.sort(lab, stable=True).indices
+        # Invalid items sort after every class (key num_classes) and are never written.
+        key = torch.where(valid, lab, torch.full_like(lab, self.num_classes))
+        per_class = class_counts(key, self.num_classes + 1)
+        order = torch.sort(key, stable=True).indices
         starts = per_class.cumsum(0) - per_class
-        rank = torch.empty_like(lab)
-        rank[order] = torch.arange(n, device=lab.device) - starts[lab[order]]
+        rank = torch.empty_like(key)
+        rank[order] = torch.arange(n, device=key.device) - starts[key[order]]
+        per_class = per_class[: self.num_classes]
         # Keep the latest `size` of each class: drop the first (count - size) arrivals.
         dropped = (per_class - self.size).clamp(min=0)
-        keep = rank >= dropped[lab]
-        lab, emb, rank = lab[keep], emb[keep], rank[keep] - dropped[lab[keep]]
-        slot = (self.ptr[lab] + rank) % self.size
-        self.queue[lab, slot] = emb
+        keep = valid & (rank >= dropped[lab])
+        slot = (self.ptr[lab] + rank - dropped[lab]) % self.size
+        flat = self.queue.view(-1, self.dim)
+        target = lab * self.size + slot
+        # Items that are not kept rewrite the value of one kept item at its slot (or, when
+        # none is kept, slot 0 with its own value): duplicate writes of equal values, so the
+        # write needs no compaction and no host-side count.
+        # (index_select with a 1-element index: indexing with a 0-dim tensor reads it on the host.)
+        first = keep.to(torch.uint8).argmax().reshape(1)
+        any_kept = keep.any()
+        fallback_target = torch.where(any_kept, target.index_select(0, first), 0)
+        fallback_value = torch.where(any_kept, emb.index_select(0, first), flat[:1])
+        target = torch.where(keep, target, fallback_target)
+        flat.index_put_((target,), torch.where(keep[:, None], emb, fallback_value))
         written = per_class.clamp(max=self.size)
         self.ptr.copy_((self.ptr + written) % self.size)
         self.count.copy_((self.count + written).clamp(max=self.size))
@@ -88,6 +117,19 @@ class ClassQueueMemory(nn.Module):
         filled = torch.arange(self.size, device=self.count.device)[None, :] < self.count[:, None]
         labels = torch.arange(self.num_classes, device=self.count.device)[:, None].expand_as(filled)
         return self.queue[filled], labels[filled]
+
+    def get_padded(self) -> tuple[Tensor, Tensor]:
+        """Every slot: ``(feats [num_classes * size, dim], labels)``, label -1 on empty slots.
+
+        The same entries as :meth:`get` (in the same order) plus the empty slots, with a
+        shape that does not depend on the memory's state: no host-device sync on a GPU. The
+        features are a copy (as :meth:`get`'s): a loss that uses them as keys must not see
+        the enqueue that follows it before its backward pass.
+        """
+        filled = torch.arange(self.size, device=self.count.device)[None, :] < self.count[:, None]
+        labels = torch.arange(self.num_classes, device=self.count.device)[:, None].expand_as(filled)
+        labels = torch.where(filled, labels, torch.full_like(labels, -1))
+        return self.queue.reshape(-1, self.dim).clone(), labels.reshape(-1)
 
     @torch.no_grad()
     def reset(self) -> None:
@@ -118,13 +160,14 @@ class PrototypeMemory(nn.Module):
     @torch.no_grad()
     def update(self, embeddings: Tensor, labels: Tensor) -> None:
         """EMA update of the prototypes of the classes present in ``labels``."""
-        emb, lab = _valid_items(embeddings, labels, self.num_classes)
+        emb, lab, valid = _checked_items(embeddings, labels, self.num_classes)
         if emb.shape[0] == 0:
             return
         emb = emb.to(device=self.prototypes.device, dtype=self.prototypes.dtype)
-        lab = lab.to(self.prototypes.device)
-        sums = torch.zeros_like(self.prototypes).index_add_(0, lab, emb)
-        counts = torch.bincount(lab, minlength=self.num_classes)
+        lab, valid = lab.to(self.prototypes.device), valid.to(self.prototypes.device)
+        weights = valid.to(emb.dtype)[:, None]
+        sums = torch.zeros_like(self.prototypes).index_add_(0, lab, emb * weights)
+        counts = class_counts(lab, self.num_classes, weights=valid)
         present = counts > 0
         means = F.normalize(sums / counts.clamp(min=1)[:, None], dim=1)
         ema = F.normalize(self.momentum * self.prototypes + (1 - self.momentum) * means, dim=1)
@@ -136,6 +179,12 @@ class PrototypeMemory(nn.Module):
         """Initialised prototypes: ``(feats [M, dim], labels [M])`` in class order."""
         labels = torch.arange(self.num_classes, device=self.prototypes.device)
         return self.prototypes[self.initialized], labels[self.initialized]
+
+    def get_padded(self) -> tuple[Tensor, Tensor]:
+        """Every prototype: ``(feats [num_classes, dim], labels)``, label -1 where not yet
+        initialised (a fixed shape: no host-device sync, see :meth:`ClassQueueMemory.get_padded`)."""
+        labels = torch.arange(self.num_classes, device=self.prototypes.device)
+        return self.prototypes.clone(), torch.where(self.initialized, labels, torch.full_like(labels, -1))
 
     @torch.no_grad()
     def reset(self) -> None:

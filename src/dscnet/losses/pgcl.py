@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dscnet.losses.memory import ClassQueueMemory
+from dscnet.losses.memory import ClassQueueMemory, class_counts
 from dscnet.utils.distributed import all_gather_variable, all_reduce_sum, get_world_size
 
 __all__ = [
@@ -21,8 +21,17 @@ __all__ = [
     "reduce_anchor_losses",
     "resize_labels",
     "sample_group_anchors",
+    "static_shapes_for",
     "supcon_per_anchor",
 ]
+
+
+def static_shapes_for(x: Tensor, setting: bool | None) -> bool:
+    """Whether a loss pads to fixed shapes: ``setting``, or when None (auto) on any device
+    but the CPU. A data-dependent shape (how many anchors, how full a memory is) must be
+    read by the host, which on a GPU waits for every queued kernel; on a CPU that costs
+    nothing and the smaller, unpadded tensors are faster."""
+    return x.device.type != "cpu" if setting is None else bool(setting)
 
 
 def compute_dtype(x: Tensor) -> Tensor:
@@ -60,6 +69,7 @@ def sample_group_anchors(
     num_labels: int,
     max_anchors: int | None,
     generator: torch.Generator | None = None,
+    static_width: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Class-balanced random sample of confident pixels, for every group at once.
 
@@ -72,7 +82,9 @@ def sample_group_anchors(
     class.
 
     Returns ``(index [G, A], mask [G, A])``: pixel indices into ``P``, padded to the largest
-    group (``mask`` False on padding).
+    group (``mask`` False on padding). With ``static_width``, ``A = min(max_anchors, P)``
+    (``P`` without a cap) whatever the labels: the same anchors, more padding, and no
+    host-device sync (the largest group's count is a device value).
     """
     g, p = labels.shape
     device = labels.device
@@ -94,12 +106,19 @@ def sample_group_anchors(
         selected = selected & (rank < quota[:, None])
         selected = selected & (selected.cumsum(1) <= max_anchors)
     slot = selected.cumsum(1) - 1
-    n_anchor = int(selected.sum(1).max()) if g > 0 and p > 0 else 0
-    gi, pi = selected.nonzero(as_tuple=True)
-    index = torch.zeros(g, n_anchor, dtype=torch.long, device=device)
-    mask = torch.zeros(g, n_anchor, dtype=torch.bool, device=device)
-    index[gi, slot[gi, pi]] = order[gi, pi]
-    mask[gi, slot[gi, pi]] = True
+    if static_width:
+        n_anchor = p if max_anchors is None else min(int(max_anchors), p)
+    else:
+        n_anchor = int(selected.sum(1).max()) if g > 0 and p > 0 else 0
+    # Scatter into one spare column that takes every unselected pixel, then drop it: the
+    # same result as indexing with selected.nonzero(), without its host-device sync.
+    target = torch.where(selected, slot, torch.full_like(slot, n_anchor))
+    index = torch.zeros(g, n_anchor + 1, dtype=torch.long, device=device)
+    index.scatter_(1, target, order)
+    mask = torch.zeros(g, n_anchor + 1, dtype=torch.bool, device=device)
+    mask.scatter_(1, target, selected)
+    # Padded slots point at pixel 0, as before (only the spare column took other writes).
+    index, mask = index[:, :n_anchor], mask[:, :n_anchor]
     return index, mask
 
 
@@ -151,13 +170,19 @@ def bank_terms(
 
     Returns ``(bank_sim [..., M], bank_pos_sum [...], bank_pos_count [...])``: the positive
     sum uses per-class sums of the bank, ``z_a . sum_{m of class y_a} z_m / tau``. Anchor
-    labels outside ``[0, num_labels)`` (padding, -1) get no positive.
+    labels outside ``[0, num_labels)`` (padding, -1) get no positive; bank entries labelled
+    -1 (the empty slots of ``get_padded``) are no key at all (their similarity is the most
+    negative finite value, as ``supcon_per_anchor`` masks keys).
     """
     # Scale the [.., d] anchors, not the [.., M] similarities: one pass less over M.
     query = anchors / temperature
-    bank_sim = query @ bank_z.T
-    class_sum = bank_z.new_zeros(num_labels, bank_z.shape[-1]).index_add_(0, bank_y, bank_z)
-    class_count = torch.bincount(bank_y, minlength=num_labels)
+    filled = (bank_y >= 0) & (bank_y < num_labels)
+    bank_y = torch.where(filled, bank_y, torch.zeros_like(bank_y))
+    bank_sim = (query @ bank_z.T).masked_fill(~filled, torch.finfo(query.dtype).min)
+    class_sum = bank_z.new_zeros(num_labels, bank_z.shape[-1]).index_add_(
+        0, bank_y, bank_z * filled[:, None].to(bank_z.dtype)
+    )
+    class_count = class_counts(bank_y, num_labels, weights=filled)
     known = (anchor_y >= 0) & (anchor_y < num_labels)
     y = torch.where(known, anchor_y, torch.zeros_like(anchor_y))
     pos_sum = (query * class_sum[y]).sum(-1)
@@ -201,6 +226,7 @@ class PixelGroupContrast(nn.Module):
         memory_size: int = 256,
         ignore_index: int = 255,
         embed_dim: int = 128,
+        static_shapes: bool | None = None,
     ) -> None:
         super().__init__()
         if temperature <= 0:
@@ -212,19 +238,21 @@ class PixelGroupContrast(nn.Module):
         self.max_anchors = max_anchors
         self.ignore_index = ignore_index
         self.embed_dim = embed_dim
+        self.static_shapes = static_shapes
         self.memory = (
             ClassQueueMemory(num_classes + 1, embed_dim, memory_size) if memory_size > 0 else None
         )
         self.last_stats: dict[str, Tensor] = {}
 
-    def memory_keys(self, like: Tensor) -> tuple[Tensor, Tensor]:
-        """Memory entries cast to ``like``'s device and dtype (empty without a memory)."""
+    def memory_keys(self, like: Tensor, padded: bool = False) -> tuple[Tensor, Tensor]:
+        """Memory entries cast to ``like``'s device and dtype (empty without a memory);
+        with ``padded``, every slot, empty ones labelled -1 (``ClassQueueMemory.get_padded``)."""
         if self.memory is None:
             return like.new_zeros(0, like.shape[-1]), torch.zeros(
                 0, dtype=torch.long, device=like.device
             )
         self.memory.to(like.device)
-        feats, labels = self.memory.get()
+        feats, labels = self.memory.get_padded() if padded else self.memory.get()
         return feats.to(like.dtype), labels
 
     def forward(
@@ -251,11 +279,14 @@ class PixelGroupContrast(nn.Module):
         y = resize_labels(labels.to(z.device), tuple(z.shape[-2:]))
         y = torch.where(y == self.ignore_index, torch.full_like(y, -1), y)
         zg, yg = group_pixels(z, y, group_size)
-        index, mask = sample_group_anchors(yg, self.num_classes + 1, self.max_anchors, generator)
+        static = static_shapes_for(z, self.static_shapes)
+        index, mask = sample_group_anchors(
+            yg, self.num_classes + 1, self.max_anchors, generator, static_width=static
+        )
         d = zg.shape[-1]
         anchors = zg.gather(1, index[..., None].expand(-1, -1, d))  # [G, A, d]
         anchor_y = yg.gather(1, index)  # [G, A]
-        mem_z, mem_y = self.memory_keys(anchors)
+        mem_z, mem_y = self.memory_keys(anchors, padded=static)
         a = index.shape[1]
 
         sim = (anchors / self.temperature) @ anchors.transpose(1, 2)  # [G, A, A]
@@ -275,7 +306,8 @@ class PixelGroupContrast(nn.Module):
         }
         if self.memory is not None and self.training:
             # Every rank enqueues the anchors of all ranks, in rank order: identical memories.
-            new_z = all_gather_variable(anchors[mask].detach())
-            new_y = all_gather_variable(anchor_y[mask])
+            # Padding slots go in labelled -1, which the memory skips (no boolean indexing).
+            new_z = all_gather_variable(anchors.reshape(-1, d).detach())
+            new_y = all_gather_variable(torch.where(mask, anchor_y, -1).reshape(-1))
             self.memory.enqueue(new_z, new_y)
         return loss

@@ -14,6 +14,7 @@ from dscnet.losses.pgcl import (
     bank_terms,
     compute_dtype,
     reduce_anchor_losses,
+    static_shapes_for,
     supcon_per_anchor,
 )
 from dscnet.utils.distributed import all_gather_variable, get_rank
@@ -67,6 +68,7 @@ class SemanticGraphContrast(nn.Module):
         memory_size: int = 64,
         momentum: float = 0.9,
         embed_dim: int = 128,
+        static_shapes: bool | None = None,
     ) -> None:
         super().__init__()
         if temperature <= 0:
@@ -74,6 +76,7 @@ class SemanticGraphContrast(nn.Module):
         self.num_classes = num_classes
         self.temperature = temperature
         self.embed_dim = embed_dim
+        self.static_shapes = static_shapes  # None: padded memory reads off the CPU (pgcl.static_shapes_for)
         if memory not in ("queue", "prototype", "none"):
             raise ValueError(f"SGCL memory must be 'queue', 'prototype' or 'none', got {memory!r}")
         self.memory: ClassQueueMemory | PrototypeMemory | None
@@ -103,7 +106,8 @@ class SemanticGraphContrast(nn.Module):
         local_image = key_image[offset : offset + n]
         if self.memory is not None:
             self.memory.to(z.device)
-            mem_z, mem_y = self.memory.get()
+            padded = static_shapes_for(z, self.static_shapes)
+            mem_z, mem_y = self.memory.get_padded() if padded else self.memory.get()
             mem_z = mem_z.to(z.dtype)
         else:
             mem_z, mem_y = z.new_zeros(0, z.shape[1]), node_class.new_zeros(0)

@@ -41,6 +41,9 @@ class DSCNetModel(nn.Module):
         node_exclude_padding: SGCL nodes pool only real pixels (``valid``), never crop padding.
         channels_last: run the backbone in channels-last memory format (faster for
             depthwise convolutions on CPUs).
+        freeze_backbone: train the heads on a fixed encoder (as the CLIP-based methods do):
+            the backbone's parameters get ``requires_grad=False`` (the optimiser never sees
+            them, autograd keeps none of its activations) and it stays in eval mode.
     """
 
     def __init__(
@@ -57,12 +60,16 @@ class DSCNetModel(nn.Module):
         channels_last: bool = False,
         decoder: str = "aspp",
         node_exclude_padding: bool = False,
+        freeze_backbone: bool = False,
     ) -> None:
         super().__init__()
         if decoder not in DECODERS:
             raise ConfigError(f"model.decoder must be one of {', '.join(DECODERS)}, got '{decoder}'")
         self.num_classes = num_classes
         self.channels_last = channels_last
+        self.freeze_backbone = freeze_backbone
+        if freeze_backbone:
+            backbone.requires_grad_(False)
         self.bg_node = bg_node
         self.node_exclude_padding = node_exclude_padding
         self.backbone = backbone
@@ -75,6 +82,14 @@ class DSCNetModel(nn.Module):
         )
         self.projection = ProjectionHead(dim, proj_dim) if with_projection else None
         self.graph = SemanticGraph(dim, node_dim=proj_dim, rounds=graph_rounds) if with_graph else None
+
+    def train(self, mode: bool = True) -> DSCNetModel:
+        """``nn.Module.train``; a frozen backbone stays in eval mode (fixed BN statistics,
+        no dropout), as a fixed encoder must."""
+        super().train(mode)
+        if self.freeze_backbone:
+            self.backbone.eval()
+        return self
 
     def _features(self, images: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
@@ -171,4 +186,5 @@ def build_model(cfg: DictConfig, num_classes: int) -> DSCNetModel:
         channels_last=m.channels_last,
         decoder=m.decoder,
         node_exclude_padding=m.node_exclude_padding,
+        freeze_backbone=m.freeze_backbone,
     )

@@ -17,6 +17,7 @@ from dscnet.models.backbones.registry import build_backbone, list_backbones, reg
 # Importing these modules registers the built-in backbones.
 from dscnet.models.backbones import small_cnn as _small_cnn  # noqa: E402,F401  isort: skip
 from dscnet.models.backbones import timm_backbones as _timm_backbones  # noqa: E402,F401  isort: skip
+from dscnet.models.backbones import foundation as _foundation  # noqa: E402,F401  isort: skip
 from dscnet.models.backbones.small_cnn import SmallCNN  # noqa: E402  isort: skip
 from dscnet.models.backbones.timm_backbones import (  # noqa: E402  isort: skip
     register_timm_cnn,

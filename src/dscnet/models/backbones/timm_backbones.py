@@ -173,9 +173,13 @@ def register_timm_cnn(name: str, timm_name: str | None = None, pad_to_stride: bo
         return apply_pretrained(backbone, pretrained, name)
 
 
-def register_timm_vit(name: str, timm_name: str | None = None) -> None:
-    """Register the timm ViT ``timm_name`` (default ``name``) as a backbone called ``name``."""
+def register_timm_vit(
+    name: str, timm_name: str | None = None, backbone_cls: type[TimmViTBackbone] | None = None
+) -> None:
+    """Register the timm ViT ``timm_name`` (default ``name``) as a backbone called ``name``,
+    wrapped in ``backbone_cls`` (default :class:`TimmViTBackbone`)."""
     arch = timm_name or name
+    wrap = backbone_cls or TimmViTBackbone
 
     @register_backbone(name)
     def factory(*, output_stride: int, pretrained: str | None, **kwargs) -> TimmViTBackbone:
@@ -187,7 +191,7 @@ def register_timm_vit(name: str, timm_name: str | None = None) -> None:
             dynamic_img_pad=True,
             **kwargs,
         )
-        backbone = TimmViTBackbone(model)
+        backbone = wrap(model)
         if output_stride != backbone.output_stride:
             raise ConfigError(
                 f"backbone '{name}' supports only model.output_stride={backbone.output_stride} "
