@@ -169,6 +169,7 @@ class ModelConfig:
     bg_node: bool = True
     node_exclude_padding: bool = False
     freeze_backbone: bool = False
+    freeze_levels: int = setting(0, ge=0)
 
 
 @dataclass

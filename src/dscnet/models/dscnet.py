@@ -44,6 +44,8 @@ class DSCNetModel(nn.Module):
         freeze_backbone: train the heads on a fixed encoder (as the CLIP-based methods do):
             the backbone's parameters get ``requires_grad=False`` (the optimiser never sees
             them, autograd keeps none of its activations) and it stays in eval mode.
+        freeze_levels: freeze the stem and the first N feature levels of a CNN backbone only
+            (``Backbone.freeze_levels``).
     """
 
     def __init__(
@@ -61,6 +63,7 @@ class DSCNetModel(nn.Module):
         decoder: str = "aspp",
         node_exclude_padding: bool = False,
         freeze_backbone: bool = False,
+        freeze_levels: int = 0,
     ) -> None:
         super().__init__()
         if decoder not in DECODERS:
@@ -70,6 +73,7 @@ class DSCNetModel(nn.Module):
         self.freeze_backbone = freeze_backbone
         if freeze_backbone:
             backbone.requires_grad_(False)
+        backbone.freeze_levels(freeze_levels)
         self.bg_node = bg_node
         self.node_exclude_padding = node_exclude_padding
         self.backbone = backbone
@@ -187,4 +191,5 @@ def build_model(cfg: DictConfig, num_classes: int) -> DSCNetModel:
         decoder=m.decoder,
         node_exclude_padding=m.node_exclude_padding,
         freeze_backbone=m.freeze_backbone,
+        freeze_levels=m.freeze_levels,
     )

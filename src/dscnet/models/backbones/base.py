@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dscnet.errors import ConfigError
+
 #: State-dict prefixes of ImageNet classifiers; such keys in a pretrained file are ignored.
 CLASSIFIER_PREFIXES: tuple[str, ...] = ("fc.", "head.", "classifier.", "head_dist.")
 
@@ -53,6 +55,17 @@ class Backbone(nn.Module):
         stride-16 stages, for multi-level decoders (``model.decoder: fpn``).
         """
         return [self(x)]
+
+    def freeze_levels(self, levels: int) -> None:
+        """Freeze the stem and the first ``levels`` feature levels (``model.freeze_levels``).
+
+        Backbones that support it override this; the default refuses any ``levels > 0``.
+        """
+        if levels > 0:
+            raise ConfigError(
+                f"model.freeze_levels={levels}: {type(self).__name__} cannot freeze its first "
+                "levels (the timm CNNs can; use model.freeze_backbone for the whole encoder)"
+            )
 
     def weights_target(self) -> nn.Module:
         """The module whose state-dict names pretrained files use (e.g. the timm model)."""

@@ -71,7 +71,48 @@ class TimmCNNBackbone(Backbone):
         self.is_transformer = False
         self.pad_to_stride = pad_to_stride
         self.level_indices = _finer_levels(model, output_stride)
+        self.frozen: list[nn.Module] = []
         _set_input_stats(self, model)
+
+    def freeze_levels(self, levels: int) -> None:
+        """Freeze the stem and the first ``levels`` entries of timm's ``feature_info`` (for
+        EfficientNet-Lite and ResNet, 1 = the stride-2 stage, 2 = up to stride 4): their
+        parameters get no gradient and their batch norms keep the pretrained statistics.
+
+        These stages run at the highest resolutions, so freezing them halves the backward
+        pass on a CPU; like Detectron2's ``FREEZE_AT``, they hold generic edge and colour
+        filters that a small dataset should not retrain.
+        """
+        if levels <= 0:
+            return
+        info = self.body.feature_info
+        if levels >= len(info):
+            raise ConfigError(
+                f"model.freeze_levels={levels}: this backbone has {len(info)} feature levels"
+            )
+        last = str(info[levels - 1]["module"])
+        names = [name for name, _ in self.body.named_children()]
+        top = last.split(".")[0]
+        for name, child in self.body.named_children():
+            # Children in forward order; within `blocks` (EfficientNet) only the first stages.
+            if name == top and "." in last:
+                stages = list(child.children())[: int(last.split(".")[1]) + 1]
+                self.frozen += stages
+                break
+            self.frozen.append(child)
+            if name == top:
+                break
+        if top not in names:  # a name timm did not register as a child: refuse, do not guess
+            raise ConfigError(f"model.freeze_levels: cannot find '{last}' in {type(self.body).__name__}")
+        for module in self.frozen:
+            module.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> TimmCNNBackbone:
+        """Frozen stages stay in eval mode (their batch norms keep the pretrained statistics)."""
+        super().train(mode)
+        for module in self.frozen:
+            module.eval()
+        return self
 
     @property
     def level_channels(self) -> list[int]:

@@ -1,0 +1,226 @@
+"""The real-photo table: B, DSCNet, DSCNet + second stage and full supervision, over seeds.
+
+Usage::
+
+    python benchmarks/real_photos.py [--root ../shared/data/msrc-dev] [--seeds 5] [--workers 2]
+        [--out runs/real_photos] [--rows B,DSCNet,stage2,full] [--reference 80.2] [key=value ...]
+
+On a VOC-layout folder of real photographs (default: the msrc-dev split of MSRC-v2, read from
+``../shared/data/msrc-dev`` when it is there; obtain MSRC-v2 from Microsoft Research and
+write it in VOC layout to use your own copy), with ``configs/real_cpu.yaml``:
+
+1. trains B and DSCNet from the image tags, ``--seeds`` seeds each, ``--workers`` at a time
+   (one torch thread each), and scores CAMs and pseudo labels on the train split and the
+   segmentation on the val split (single scale);
+2. exports each DSCNet run's train-split pseudo labels with multi-scale + flip CAMs and the
+   dense CRF (``dscnet pseudo --ms --crf``) and trains the second stage on them as masks
+   (``train.supervision=full data.pseudo_masks=...``), from the ImageNet weights;
+3. trains the same network on the true masks (``train.supervision=full``);
+4. scores every segmentation again with multi-scale + flip + CRF (``dscnet eval --ms --crf``).
+
+It prints one markdown table (mean ± std over seeds) with the machine, the commit and the
+wall time of each phase, and writes it with every number to ``<out>/real_photos.{md,json}``.
+Finished runs are reused (``--resume``): each phase skips what its output already holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from dscnet.cli.cmd_ablate import row_overrides
+from dscnet.config import apply_overrides, load_config
+from dscnet.engine.experiment import Job, run_jobs
+
+DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "msrc-dev"
+ROWS = ("B", "DSCNet", "stage2", "full")
+LABELS = {
+    "B": "B (tags only)",
+    "DSCNet": "DSCNet (tags only)",
+    "stage2": "DSCNet + second stage (tags only)",
+    "full": "full supervision (true masks)",
+}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "–"
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.fmean(values):.1f} ± {100 * std:.1f}"
+
+
+def _job(cfg: DictConfig, name: str, seed: int, work_dir: Path, what: tuple[str, ...], extra: list[str]) -> Job:
+    run = apply_overrides(cfg, [*extra, f"experiment.seed={seed}", f"experiment.work_dir={work_dir}"])
+    return Job(OmegaConf.to_container(run, resolve=True), name, seed, what, "auto")
+
+
+def _export(task: tuple[str, str]) -> str:
+    """Export a run's train-split pseudo labels with MS + flip + CRF (one worker process)."""
+    from dscnet.data.build import build_dataset
+    from dscnet.inference.crf import CrfParams
+    from dscnet.inference.pseudo_export import export_pseudo_labels
+    from dscnet.models.loading import load_model_from_checkpoint
+
+    checkpoint, out = task
+    torch.set_num_threads(1)
+    if (Path(out) / "pseudo_metrics.json").is_file():
+        return out
+    model, cfg, _ = load_model_from_checkpoint(checkpoint)
+    dataset = build_dataset(cfg, cfg.data.train_split, train=False)
+    export_pseudo_labels(
+        model, dataset, out, cfg, scales=tuple(cfg.eval.ms_scales), flip=True,
+        crf=CrfParams.from_any(cfg.eval.crf), progress=False,
+    )  # fmt: skip
+    return out
+
+
+def _ms_crf(checkpoint: str) -> float:
+    """Segmentation mIoU on the val split with multi-scale + flip + CRF. In this process: the
+    CRF spreads each batch over worker processes itself (which a pool worker may not start)."""
+    from dscnet.data.build import build_dataset
+    from dscnet.engine.evaluate import evaluate
+    from dscnet.models.loading import load_model_from_checkpoint
+
+    model, cfg, _ = load_model_from_checkpoint(checkpoint)
+    dataset = build_dataset(cfg, cfg.data.val_split, train=False)
+    result = evaluate(model, dataset, cfg, what="seg", scales=tuple(cfg.eval.ms_scales), flip=True, crf=True)
+    return float(result.metrics["miou"])
+
+
+def _pool_map(fn, tasks: list, workers: int) -> list:
+    if workers > 1 and len(tasks) > 1:
+        with mp.get_context("spawn").Pool(min(workers, len(tasks))) as pool:
+            return pool.map(fn, tasks)
+    return [fn(t) for t in tasks]
+
+
+def format_table(table: dict[str, dict[str, list[float]]], reference: float | None, seeds: int) -> str:
+    """The markdown table: one row per setting, mean ± std over seeds."""
+    head = "| | CAM (train) | pseudo labels (train) | seg raw (val) | seg MS+flip+CRF (val) |"
+    lines = [head, "|---|---|---|---|---|"]
+    for row, cols in table.items():
+        cells = [_mean_std(cols.get(k, [])) for k in ("cam", "pseudo", "seg", "seg_ms_crf")]
+        lines.append(f"| {LABELS[row]} | " + " | ".join(cells) + " |")
+    full = table.get("full", {}).get("seg")
+    notes = [f"mean ± std over {seeds} seeds; mIoU in %."]
+    for row in ("DSCNet", "stage2"):
+        seg = table.get(row, {}).get("seg")
+        if seg and full:
+            notes.append(f"{LABELS[row]} raw / full supervision raw = {statistics.fmean(seg) / statistics.fmean(full):.3f}")
+        if seg and reference:
+            notes.append(f"{LABELS[row]} raw / reference {reference:.1f} = {100 * statistics.fmean(seg) / reference:.3f}")
+    if full and reference:
+        notes.append(f"full supervision raw / reference {reference:.1f} = {100 * statistics.fmean(full) / reference:.3f}")
+    return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", default=str(DEFAULT_ROOT), help="VOC-layout folder (default: ../shared/data/msrc-dev)")
+    parser.add_argument("--config", default="real_cpu")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", default="runs/real_photos")
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"subset of {', '.join(ROWS)}")
+    parser.add_argument("--reference", type=float, default=None, help="a reference mIoU (%%) to compare with")
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    args = parser.parse_args(argv)
+    rows = [r for r in args.rows.split(",") if r]
+    unknown = sorted(set(rows) - set(ROWS))
+    if unknown or not Path(args.root).is_dir():
+        print(f"unknown rows {unknown}" if unknown else f"{args.root}: no such folder (--root)", file=sys.stderr)
+        return 2
+    out = Path(args.out).resolve()
+    cfg = load_config(args.config, [f"data.root={args.root}", "train.progress=false", *args.overrides])
+    seeds = [cfg.experiment.seed + s for s in range(args.seeds)]
+    what = ("seg", "cam", "pseudo")
+    times: dict[str, float] = {}
+    results: dict[str, list[dict[str, Any]]] = {}
+
+    start = time.perf_counter()
+    weak = [
+        _job(cfg, row, seed, out / row / f"seed{seed}", what, row_overrides(row))
+        for row in ("B", "DSCNet") if row in rows or (row == "DSCNet" and "stage2" in rows)
+        for seed in seeds
+    ]  # fmt: skip
+    for res in run_jobs(weak, workers=args.workers):
+        results.setdefault(res["name"], []).append(res)
+    times["B + DSCNet"] = time.perf_counter() - start
+
+    if "stage2" in rows:
+        start = time.perf_counter()
+        tasks = [(str(out / "DSCNet" / f"seed{s}" / "checkpoints" / "last.pth"), str(out / "DSCNet" / f"seed{s}" / "pseudo_ms_crf")) for s in seeds]
+        exported = _pool_map(_export, tasks, args.workers)
+        stage2 = [
+            _job(cfg, "stage2", seed, out / "stage2" / f"seed{seed}", ("seg",),
+                 ["train.supervision=full", f"data.pseudo_masks={folder}"])
+            for seed, folder in zip(seeds, exported)
+        ]  # fmt: skip
+        results["stage2"] = run_jobs(stage2, workers=args.workers)
+        for res, folder in zip(sorted(results["stage2"], key=lambda r: r["seed"]), exported):
+            metrics = json.loads((Path(folder) / "pseudo_metrics.json").read_text())
+            res["metrics"]["pseudo"] = {"miou": metrics["miou"]}  # the exported labels' score
+        times["second stage (export + train)"] = time.perf_counter() - start
+    if "full" in rows:
+        start = time.perf_counter()
+        full = [_job(cfg, "full", seed, out / "full" / f"seed{seed}", ("seg",), ["train.supervision=full"]) for seed in seeds]
+        results["full"] = run_jobs(full, workers=args.workers)
+        times["full supervision"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    runs = [(row, res) for row in rows for res in sorted(results.get(row, []), key=lambda r: r["seed"])]
+    scores = [_ms_crf(str(Path(res["run_dir"]) / "checkpoints" / "last.pth")) for _, res in runs]
+    for (_, res), score in zip(runs, scores):
+        res["metrics"]["seg_ms_crf"] = {"miou": score}
+    times["MS+flip+CRF evaluation"] = time.perf_counter() - start
+
+    table = {
+        row: {key: [r["metrics"][key]["miou"] for r in sorted(results[row], key=lambda r: r["seed"]) if key in r["metrics"]]
+              for key in ("cam", "pseudo", "seg", "seg_ms_crf")}
+        for row in rows if row in results
+    }  # fmt: skip
+    machine = f"{torch.get_num_threads()}-thread torch {torch.__version__} on {_cpu_name()} ({platform.machine()})"
+    text = (
+        f"real photographs: {args.root}, config {args.config}, {len(seeds)} seeds, commit {_commit()}, {machine}\n\n"
+        + format_table(table, args.reference, len(seeds))
+        + "\n\nwall time: " + "; ".join(f"{k} {v / 60:.1f} min" for k, v in times.items())
+        + f" ({args.workers} runs at a time)\n"
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "real_photos.md").write_text(text)
+    (out / "real_photos.json").write_text(json.dumps({"table": table, "times_s": times, "runs": results}, indent=2, default=str))
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
