@@ -20,7 +20,10 @@ write it in VOC layout to use your own copy), with ``configs/real_cpu.yaml``:
 
 It prints one markdown table (mean ± std over seeds) with the machine, the commit and the
 wall time of each phase, and writes it with every number to ``<out>/real_photos.{md,json}``.
-Finished runs are reused (``--resume``): each phase skips what its output already holds.
+Finished runs are reused: a run whose directory holds the same config and its final metrics
+is read back, not trained or evaluated again, and an interrupted run resumes from its
+``last.pth``; exported labels and MS+flip+CRF scores are kept next to their runs. Running the
+same command again after an interruption (or with more ``--seeds``) does only what is missing.
 """
 
 from __future__ import annotations
@@ -83,6 +86,31 @@ def _job(cfg: DictConfig, name: str, seed: int, work_dir: Path, what: tuple[str,
     return Job(OmegaConf.to_container(run, resolve=True), name, seed, what, "auto")
 
 
+def _finished(job: Job) -> dict[str, Any] | None:
+    """A run this benchmark finished before with the same config: its final metrics from disk.
+
+    Reused only when its saved ``config.yaml`` equals the job's and every metric asked for
+    was written (``eval/final/<what>/metrics.json``); otherwise the run is trained (or
+    resumed) and evaluated again.
+    """
+    run_dir = Path(job.cfg["experiment"]["work_dir"])
+    saved = run_dir / "config.yaml"
+    files = [run_dir / "eval" / "final" / w / "metrics.json" for w in job.what]
+    if not saved.is_file() or not all(f.is_file() for f in files):
+        return None
+    if OmegaConf.to_container(OmegaConf.load(saved), resolve=True) != job.cfg:
+        return None
+    metrics = {w: json.loads(f.read_text()) for w, f in zip(job.what, files)}
+    return {"name": job.name, "seed": job.seed, "run_dir": str(run_dir), "metrics": metrics, "reused": True}
+
+
+def _run(jobs: list[Job], workers: int) -> list[dict[str, Any]]:
+    """Train and evaluate the jobs not finished before; reuse the finished ones as they are."""
+    done = {i: res for i, job in enumerate(jobs) if (res := _finished(job)) is not None}
+    todo = [job for i, job in enumerate(jobs) if i not in done]
+    return list(done.values()) + (run_jobs(todo, workers=workers) if todo else [])
+
+
 def _export(task: tuple[str, str]) -> str:
     """Export a run's train-split pseudo labels with MS + flip + CRF (one worker process)."""
     from dscnet.data.build import build_dataset
@@ -103,17 +131,25 @@ def _export(task: tuple[str, str]) -> str:
     return out
 
 
-def _ms_crf(checkpoint: str) -> float:
-    """Segmentation mIoU on the val split with multi-scale + flip + CRF. In this process: the
-    CRF spreads each batch over worker processes itself (which a pool worker may not start)."""
+def _ms_crf(run_dir: str) -> float:
+    """Segmentation mIoU on the val split with multi-scale + flip + CRF, kept in
+    ``<run>/eval/seg_ms_crf.json`` (and read from there when the checkpoint is not newer). In
+    this process: the CRF spreads each batch over worker processes itself (which a pool
+    worker may not start)."""
     from dscnet.data.build import build_dataset
     from dscnet.engine.evaluate import evaluate
     from dscnet.models.loading import load_model_from_checkpoint
 
-    model, cfg, _ = load_model_from_checkpoint(checkpoint)
+    checkpoint = Path(run_dir) / "checkpoints" / "last.pth"
+    cached = Path(run_dir) / "eval" / "seg_ms_crf.json"
+    if cached.is_file() and cached.stat().st_mtime >= checkpoint.stat().st_mtime:
+        return float(json.loads(cached.read_text())["miou"])
+    model, cfg, _ = load_model_from_checkpoint(str(checkpoint))
     dataset = build_dataset(cfg, cfg.data.val_split, train=False)
     result = evaluate(model, dataset, cfg, what="seg", scales=tuple(cfg.eval.ms_scales), flip=True, crf=True)
-    return float(result.metrics["miou"])
+    miou = float(result.metrics["miou"])
+    cached.write_text(json.dumps({"miou": miou, "scales": list(cfg.eval.ms_scales), "flip": True, "crf": True}))
+    return miou
 
 
 def _pool_map(fn, tasks: list, workers: int) -> list:
@@ -172,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         for row in ("B", "DSCNet") if row in rows or (row == "DSCNet" and "stage2" in rows)
         for seed in seeds
     ]  # fmt: skip
-    for res in run_jobs(weak, workers=args.workers):
+    for res in _run(weak, args.workers):
         results.setdefault(res["name"], []).append(res)
     times["B + DSCNet"] = time.perf_counter() - start
 
@@ -185,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                  ["train.supervision=full", f"data.pseudo_masks={folder}"])
             for seed, folder in zip(seeds, exported)
         ]  # fmt: skip
-        results["stage2"] = run_jobs(stage2, workers=args.workers)
+        results["stage2"] = _run(stage2, args.workers)
         for res, folder in zip(sorted(results["stage2"], key=lambda r: r["seed"]), exported):
             metrics = json.loads((Path(folder) / "pseudo_metrics.json").read_text())
             res["metrics"]["pseudo"] = {"miou": metrics["miou"]}  # the exported labels' score
@@ -193,12 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     if "full" in rows:
         start = time.perf_counter()
         full = [_job(cfg, "full", seed, out / "full" / f"seed{seed}", ("seg",), ["train.supervision=full"]) for seed in seeds]
-        results["full"] = run_jobs(full, workers=args.workers)
+        results["full"] = _run(full, args.workers)
         times["full supervision"] = time.perf_counter() - start
 
     start = time.perf_counter()
     runs = [(row, res) for row in rows for res in sorted(results.get(row, []), key=lambda r: r["seed"])]
-    scores = [_ms_crf(str(Path(res["run_dir"]) / "checkpoints" / "last.pth")) for _, res in runs]
+    scores = [_ms_crf(res["run_dir"]) for _, res in runs]
     for (_, res), score in zip(runs, scores):
         res["metrics"]["seg_ms_crf"] = {"miou": score}
     times["MS+flip+CRF evaluation"] = time.perf_counter() - start
