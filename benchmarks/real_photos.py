@@ -45,6 +45,7 @@ from omegaconf import DictConfig, OmegaConf
 from dscnet.cli.cmd_ablate import row_overrides
 from dscnet.config import apply_overrides, load_config
 from dscnet.engine.experiment import Job, run_jobs
+from dscnet.utils.machine import cpu_model
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "msrc-dev"
 ROWS = ("B", "DSCNet", "stage2", "full")
@@ -54,16 +55,6 @@ LABELS = {
     "stage2": "DSCNet + second stage (tags only)",
     "full": "full supervision (true masks)",
 }
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _commit() -> str:
@@ -244,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
               for key in ("cam", "pseudo", "seg", "seg_ms_crf")}
         for row in rows if row in results
     }  # fmt: skip
-    machine = f"{torch.get_num_threads()}-thread torch {torch.__version__} on {_cpu_name()} ({platform.machine()})"
+    machine = f"{torch.get_num_threads()}-thread torch {torch.__version__} on {cpu_model()} ({platform.machine()})"
     text = (
         f"real photographs: {args.root}, config {args.config}, {len(seeds)} seeds, commit {_commit()}, {machine}\n\n"
         + format_table(table, args.reference, len(seeds))
