@@ -12,8 +12,8 @@ write it in VOC layout to use your own copy), with ``configs/real_cpu.yaml``:
 1. trains B and DSCNet from the image tags, ``--seeds`` seeds each, ``--workers`` at a time
    (one torch thread each), and scores CAMs and pseudo labels on the train split and the
    segmentation on the val split (single scale);
-2. exports each DSCNet run's train-split pseudo labels with multi-scale + flip CAMs and the
-   dense CRF (``dscnet pseudo --ms --crf``) and trains the second stage on them as masks
+2. exports each DSCNet run's train-split pseudo labels with multi-scale + flip CAMs
+   (``cam.export_scales``) and the dense CRF (``dscnet pseudo --ms --crf``) and trains the second stage on them as masks
    (``train.supervision=full data.pseudo_masks=...``), from the ImageNet weights;
 3. trains the same network on the true masks (``train.supervision=full``);
 4. scores every segmentation again with multi-scale + flip + CRF (``dscnet eval --ms --crf``).
@@ -116,8 +116,7 @@ def _export(task: tuple[str, str]) -> str:
     model, cfg, _ = load_model_from_checkpoint(checkpoint)
     dataset = build_dataset(cfg, cfg.data.train_split, train=False)
     export_pseudo_labels(
-        model, dataset, out, cfg, scales=tuple(cfg.eval.ms_scales), flip=True,
-        crf=CrfParams.from_any(cfg.eval.crf), progress=False,
+        model, dataset, out, cfg, ms=True, crf=CrfParams.from_any(cfg.eval.crf), progress=False,
     )  # fmt: skip
     return out
 

@@ -190,6 +190,8 @@ class CamConfig:
     high: float | None = setting(0.55, ge=0, le=1)
     online_scales: list[float] = setting([1.0], gt=0, min_length=1)
     online_flip: bool = False
+    export_scales: list[float] = setting([1.0, 0.5, 1.5], gt=0, min_length=1)
+    export_flip: bool = True
     upsample: str = setting("nearest", choices=("nearest", "bilinear"))
     par: ParConfig = field(default_factory=ParConfig)
 

@@ -91,3 +91,35 @@ def test_sweep_rejects_bad_requests():
         sweep_bg_threshold(RampCAM(), ramp_dataset(), ramp_config(), [])
     with pytest.raises(ConfigError, match="unknown sweep mode 'seg'"):
         sweep_bg_threshold(RampCAM(), ramp_dataset(), ramp_config(), [0.4], what="seg")
+
+
+def test_ms_sweep_scores_what_the_ms_export_writes(tmp_path):
+    # `dscnet threshold --ms` and `dscnet pseudo --ms` run one rule: at every candidate the
+    # sweep's score is the export's, so a threshold chosen on B is the one the export applies.
+    from dscnet.cam.labeler import build_export_labeler
+    from dscnet.inference.pseudo_export import export_pseudo_labels
+
+    cfg = load_config("synth_cpu", ["cam.par.num_iter=3", "cam.par.dilations=[1,2]", "data.num_workers=0",
+                                    "eval.batch_size=2", "cam.export_scales=[1.0,0.5]", "cam.export_flip=true"])
+    data = [dict(d, image=d["image"].repeat_interleave(2, 1).repeat_interleave(2, 2) + 0.1 * i,
+                 mask=d["mask"].repeat_interleave(2, 0).repeat_interleave(2, 1)) for i, d in enumerate(ramp_dataset())]
+    rows = sweep_bg_threshold(RampCAM(), data, cfg, [0.3, 0.6], band=0.1, labeler=build_export_labeler(cfg, ms=True))
+    for row in rows:
+        exported = export_pseudo_labels(RampCAM(), data, tmp_path / str(row["bg_threshold"]),
+                                        with_threshold(cfg, row["bg_threshold"], 0.1), ms=True, progress=False)
+        assert (row["miou"], row["coverage"]) == pytest.approx((exported["miou"], exported["coverage"]))
+    labeler = build_export_labeler(cfg, ms=True)
+    assert (labeler.cam_scales, labeler.cam_flip, labeler.scale) == ((1.0, 0.5), True, cfg.cam.par.scale)
+
+
+def test_crf_sweep_with_an_identity_crf_is_the_rule():
+    # A CRF that changes nothing gives the thresholds' labels back, band included.
+    from dscnet.cam.labeler import build_export_labeler
+
+    cfg = ramp_config()
+    identity = lambda rgb, probs: probs  # noqa: E731
+    for band in (0.0, 0.2):
+        rule = sweep_bg_threshold(RampCAM(), ramp_dataset(), cfg, [0.3, 0.5], band=band)
+        crf = sweep_bg_threshold(RampCAM(), ramp_dataset(), cfg, [0.3, 0.5], band=band,
+                                 labeler=build_export_labeler(cfg), crf=identity)
+        assert [(r["miou"], r["coverage"]) for r in crf] == pytest.approx([(r["miou"], r["coverage"]) for r in rule])

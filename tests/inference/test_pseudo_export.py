@@ -52,7 +52,8 @@ class SquaresDataset(Dataset):
 
 @pytest.fixture(scope="module")
 def cfg():
-    return load_config("base", ["eval.scales=[1.0,0.75]", "eval.flip=true"])
+    # --ms CAMs at two scales with flips, at full working size (the squares are small).
+    return load_config("base", ["cam.export_scales=[1.0,0.75]", "cam.export_flip=true", "cam.par.scale=1.0"])
 
 
 def _png(path) -> np.ndarray:
@@ -63,7 +64,7 @@ def _png(path) -> np.ndarray:
 
 def test_writes_voc_pngs_and_scores_them(colour_model, cfg, tmp_path) -> None:
     ds = SquaresDataset()
-    metrics = export_pseudo_labels(colour_model, ds, tmp_path, cfg, progress=False)
+    metrics = export_pseudo_labels(colour_model, ds, tmp_path, cfg, ms=True, progress=False)
     red = _png(tmp_path / "red_0.png")
     green = _png(tmp_path / "sub" / "green_1.png")
     assert red.shape == (40, 36) and green.shape == (32, 32)
@@ -84,7 +85,7 @@ def test_writes_voc_pngs_and_scores_them(colour_model, cfg, tmp_path) -> None:
 def test_without_par_the_border_is_uncertain(colour_model, cfg, tmp_path) -> None:
     cfg = cfg.copy()
     cfg.cam.par.enabled = False
-    metrics = export_pseudo_labels(colour_model, SquaresDataset(), tmp_path, cfg, progress=False)
+    metrics = export_pseudo_labels(colour_model, SquaresDataset(), tmp_path, cfg, ms=True, progress=False)
     assert metrics is not None
     assert 0.01 < metrics["ignore_fraction"] < 0.2
     # Uncertain pixels count as background in `miou`, and are left out of `miou_confident`.
@@ -105,7 +106,7 @@ def test_fill_ignore_and_no_masks(colour_model, cfg, tmp_path) -> None:
 def test_labels_follow_the_ground_truth_tags(colour_model, cfg, tmp_path) -> None:
     cfg = cfg.copy()
     cfg.cam.par.enabled = False
-    metrics = export_pseudo_labels(colour_model, SquaresDataset(wrong_tags=True), tmp_path, cfg, progress=False)
+    metrics = export_pseudo_labels(colour_model, SquaresDataset(wrong_tags=True), tmp_path, cfg, ms=True, progress=False)
     # The only tagged class has no activation: every pixel is background.
     assert (_png(tmp_path / "red_0.png") == 0).all()
     assert metrics is not None and metrics["iou"][1] == 0.0
@@ -124,11 +125,40 @@ def test_crf_export_resolves_the_uncertain_border(colour_model, cfg, tmp_path) -
 
     cfg = cfg.copy()
     cfg.cam.par.enabled = False  # without PAR the blurred CAM border is uncertain ...
-    plain = export_pseudo_labels(colour_model, SquaresDataset(), tmp_path / "plain", cfg, progress=False)
+    plain = export_pseudo_labels(colour_model, SquaresDataset(), tmp_path / "plain", cfg, ms=True, progress=False)
     crf = export_pseudo_labels(
-        colour_model, SquaresDataset(), tmp_path / "crf", cfg, crf=CrfParams(), progress=False
+        colour_model, SquaresDataset(), tmp_path / "crf", cfg, ms=True, crf=CrfParams(), progress=False
     )
     assert plain is not None and crf is not None
     # ... and the CRF decides it from the colour edges: fewer uncertain pixels, better labels.
     assert crf["ignore_fraction"] < plain["ignore_fraction"] and crf["miou"] > plain["miou"]
     assert "CRF=on" in crf["protocol"]
+
+
+def test_export_without_ms_writes_the_online_labels(tmp_path) -> None:
+    """The exported labels are the online rule's, at its own working scale (issue 22: the
+    export used to run PAR at full size, where the thresholds chosen for the online labels no
+    longer fit: on msrc-dev B's labels lost 3.3 mIoU and the second stage painted background)."""
+    from dscnet.cam.labeler import build_pseudo_labeler
+
+    from .conftest import ColourModel
+
+    cfg = load_config("base", ["cam.par.scale=0.5", "cam.par.enabled=false", "cam.bg_threshold=0.3", "cam.low=0.2", "cam.high=0.4"])
+    model, ds = ColourModel(stride=8).eval(), SquaresDataset()
+    export_pseudo_labels(model, ds, tmp_path, cfg, progress=False)
+    online = build_pseudo_labeler(cfg)
+    at_full_size = online.variant(scale=1.0)
+    differs = 0
+    for item in ds:
+        images, tags = item["image"][None], item["tags"][None]
+        expected = online(images, tags, model=model)[0].numpy()
+        np.testing.assert_array_equal(_png(label_path(tmp_path, item["id"])), expected)
+        differs += int((at_full_size(images, tags, model=model)[0].numpy() != expected).sum())
+    assert differs > 0  # the working scale matters here: a full-size export would differ
+
+
+def test_ms_export_uses_the_export_scales(colour_model, tmp_path) -> None:
+    cfg = load_config("base", ["cam.export_scales=[1.0,0.5]", "cam.export_flip=false"])
+    metrics = export_pseudo_labels(colour_model, SquaresDataset(), tmp_path, cfg, ms=True, progress=False)
+    assert metrics is not None and "scales=[1.0, 0.5], flip=False" in metrics["protocol"]
+    assert "working scale=0.5" in metrics["protocol"]

@@ -309,20 +309,37 @@ class PseudoLabeler(nn.Module):
     ) -> torch.Tensor:
         """Pseudo labels at the input size, refined by a dense CRF (IRN's rule).
 
-        ``crf(rgb uint8 [H, W, 3], probs [K, H, W]) -> probs [K, H, W]``. The labels of the
-        threshold rule (argmax of a constant background score and the refined tagged scores)
-        become a CRF unary (probability :data:`CRF_LABEL_PROB` on the label, the rest shared
-        by the other classes) and the CRF's argmax is the label. With a band, this runs twice:
-        with the background score at ``high`` (a class that wins there is confident
-        foreground) and at ``low`` (background that wins there is confident background); what
-        the two disagree on becomes ``ignore_index``, as the band does without CRF. Per image
-        (the CRF runs on the CPU).
+        ``crf(rgb uint8 [H, W, 3], probs [K, H, W]) -> probs [K, H, W]``. :meth:`cams` and
+        :meth:`refined_channels` at the input size, then :meth:`crf_decide`.
         """
         cams = self.cams(images, tags, cam_logits=cam_logits, model=model)
         scores, order, valid = self.refined_channels(cams, tags, images, images.shape[-2:])
+        return self.crf_decide(images, scores, order, valid, crf)
+
+    @torch.no_grad()
+    def crf_decide(
+        self,
+        images: torch.Tensor,
+        scores: torch.Tensor,
+        order: torch.Tensor,
+        valid: torch.Tensor,
+        crf: Callable[[np.ndarray, np.ndarray], np.ndarray],
+        thresholds: Thresholds | None = None,
+    ) -> torch.Tensor:
+        """The CRF rule on refined tagged scores (:meth:`refined_channels` at the image size).
+
+        The labels of the threshold rule (argmax of a constant background score and the
+        refined tagged scores) become a CRF unary (probability :data:`CRF_LABEL_PROB` on the
+        label, the rest shared by the other classes) and the CRF's argmax is the label. With a
+        band, this runs twice: with the background score at ``high`` (a class that wins there
+        is confident foreground) and at ``low`` (background that wins there is confident
+        background); what the two disagree on becomes ``ignore_index``, as the band does
+        without CRF. Per image (the CRF runs on the CPU). ``thresholds`` default to this
+        labeler's (a threshold sweep passes each candidate).
+        """
         rgb = (denormalize(images.detach().float(), self.mean, self.std) * 255).round().byte()
         rgb = rgb.permute(0, 2, 3, 1).cpu().numpy()
-        t = self.thresholds
+        t = thresholds or self.thresholds
         backgrounds = (t.high, t.low) if t.has_band else (t.bg,)
         labels = torch.zeros(images.shape[0], *images.shape[-2:], dtype=torch.long)
         for b in range(images.shape[0]):
@@ -407,3 +424,16 @@ def build_pseudo_labeler(cfg: DictConfig, **changes: Any) -> PseudoLabeler:
     }
     args.update(changes)
     return PseudoLabeler(**args)
+
+
+def build_export_labeler(cfg: DictConfig, ms: bool = False, **changes: Any) -> PseudoLabeler:
+    """The labeler of exported pseudo labels (``dscnet pseudo``, ``dscnet threshold --ms``).
+
+    The online labeler of the config, at its own working scale (``cam.par.scale``: PAR's
+    dilations are in working-size pixels, so the scale is part of the rule the thresholds were
+    chosen for), with the CAMs averaged over ``cam.export_scales`` (and flips with
+    ``cam.export_flip``) when ``ms``. ``changes`` override constructor arguments.
+    """
+    if ms:
+        changes = {"cam_scales": tuple(cfg.cam.export_scales), "cam_flip": cfg.cam.export_flip, **changes}
+    return build_pseudo_labeler(cfg, **changes)

@@ -18,7 +18,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "pseudo",
         help="export pseudo labels of a split as VOC PNGs",
-        description="CAM (multi-scale + flip per the config) -> PAR -> thresholds, from the "
+        description="The online pseudo-label rule (CAM -> PAR -> thresholds, at the config's "
+        "working scale; --ms: CAMs over cam.export_scales + flips; --crf: dense CRF), from the "
         "images' ground-truth tags (the field's protocol for train-set pseudo labels). "
         "Uncertain pixels are 255 unless --fill-ignore. Prints their mIoU when masks exist. "
         "For a second stage, train on them: dscnet train ... train.supervision=full "
@@ -28,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="train")
     p.add_argument("--out", required=True)
     p.add_argument("--fill-ignore", action="store_true", help="write uncertain pixels as background instead of 255")
-    p.add_argument("--ms", action="store_true", help="multi-scale + flip CAMs (eval.ms_scales)")
+    p.add_argument("--ms", action="store_true", help="multi-scale CAMs: cam.export_scales (+ flips: cam.export_flip); choose the thresholds for them with dscnet threshold --ms")
     p.add_argument("--crf", action="store_true", help="dense CRF on the refined scores (eval.crf; needs the crf extra)")
     p.add_argument("--device", default="auto")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of the checkpoint's config")
@@ -43,8 +44,7 @@ def run(args: argparse.Namespace) -> int:
     dataset = build_dataset(cfg, args.split, train=False)
     metrics = export_pseudo_labels(
         model, dataset, args.out, cfg,
-        scales=tuple(cfg.eval.ms_scales) if args.ms else None,
-        flip=True if args.ms else None,
+        ms=args.ms,
         fill_ignore=args.fill_ignore, device=device, class_names=class_names,
         crf=CrfParams.from_any(cfg.eval.crf) if args.crf else None,
     )

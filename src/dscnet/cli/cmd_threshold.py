@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
+from functools import partial
 
-from dscnet.cam.labeler import Thresholds
+from dscnet.cam.labeler import Thresholds, build_export_labeler
 from dscnet.cli.common import mean_std
 from dscnet.config import apply_overrides
 from dscnet.data.build import build_dataset
 from dscnet.engine.threshold_sweep import SWEEP_MODES, sweep_bg_threshold
 from dscnet.errors import ConfigError
+from dscnet.inference.crf import CrfParams, dense_crf, require_crf
 from dscnet.models.loading import load_model_from_checkpoint
 from dscnet.utils.device import resolve_device
 from dscnet.utils.io import atomic_write_text, check_output_file
@@ -32,6 +35,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--thresholds", default=DEFAULT_THRESHOLDS, help=f"comma-separated candidates (default {DEFAULT_THRESHOLDS})")
     p.add_argument("--band", type=float, default=0.1, help="half-width of the uncertain band around each threshold (0: no band)")
     p.add_argument("--what", default="pseudo", choices=SWEEP_MODES, help="pseudo: CAM -> PAR -> thresholds; cam: CAMs alone")
+    p.add_argument("--ms", action="store_true", help="sweep the exported labels' rule: CAMs over cam.export_scales (+ flips), as dscnet pseudo --ms (pseudo only)")
+    p.add_argument("--crf", action="store_true", help="sweep the exported labels' CRF rule, as dscnet pseudo --crf (pseudo only; one CRF run per image and threshold)")
     p.add_argument("--json", default=None, help="also write every score to this file")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="overrides of each checkpoint's config (e.g. data.root=...)")
@@ -79,6 +84,10 @@ def format_sweep(rows: list[dict], what: str, n: int) -> str:
 
 def run(args: argparse.Namespace) -> int:
     thresholds = parse_thresholds(args.thresholds)
+    if (args.ms or args.crf) and args.what != "pseudo":
+        raise ConfigError("--ms and --crf sweep the exported pseudo labels: use them with --what pseudo")
+    if args.crf:
+        require_crf()
     if args.band < 0:
         raise ConfigError(f"--band must be >= 0 (half-width of the uncertain band), got {args.band}")
     if args.json:
@@ -96,8 +105,13 @@ def run(args: argparse.Namespace) -> int:
         if not dataset.has_masks:
             raise ConfigError(f"split '{split}' has no ground-truth masks: nothing to score the thresholds on")
         print(f"{path}: {len(thresholds)} thresholds on '{split}' ({len(dataset)} images)", flush=True)
+        labeler = build_export_labeler(cfg, args.ms) if args.ms or args.crf else None
+        crf = partial(dense_crf, **asdict(CrfParams.from_any(cfg.eval.crf))) if args.crf else None
         per_checkpoint.append(
-            sweep_bg_threshold(model, dataset, cfg, thresholds, band=args.band, what=args.what, device=device)
+            sweep_bg_threshold(
+                model, dataset, cfg, thresholds, band=args.band, what=args.what, device=device,
+                labeler=labeler, crf=crf,
+            )
         )
     rows = summarise(per_checkpoint)
     print(format_sweep(rows, args.what, len(per_checkpoint)))

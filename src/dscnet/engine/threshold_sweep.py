@@ -14,14 +14,15 @@ never on the method you want to win: the choice is then fair to the baseline.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from dscnet.cam.labeler import Thresholds
+from dscnet.cam.labeler import PseudoLabeler, Thresholds
 from dscnet.data.build import build_eval_loader
 from dscnet.engine.evaluate import LabelScore, eval_labeler
 from dscnet.errors import ConfigError
@@ -48,6 +49,8 @@ def sweep_bg_threshold(
     what: str = "pseudo",
     device: torch.device | None = None,
     progress: bool = False,
+    labeler: PseudoLabeler | None = None,
+    crf: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> list[dict[str, Any]]:
     """Score ``model`` on ``dataset`` at every background threshold, in one pass.
 
@@ -61,6 +64,11 @@ def sweep_bg_threshold(
         band: half-width of the uncertain band around each threshold (``pseudo`` only; the
             ``cam`` protocol has no band).
         what: ``pseudo`` (CAM -> PAR -> thresholds, the training targets) or ``cam``.
+        labeler: the rule to sweep (default: the one ``evaluate`` scores for ``what``); e.g.
+            :func:`~dscnet.cam.labeler.build_export_labeler` for the exported labels.
+        crf: ``crf(rgb, probs) -> probs``: sweep the CRF rule of the export
+            (:meth:`~dscnet.cam.labeler.PseudoLabeler.crf_decide`, one CRF run per image and
+            candidate) instead of the thresholds alone.
 
     Returns:
         One dict per threshold, in the order given: ``bg_threshold``, ``low``, ``high``,
@@ -78,7 +86,7 @@ def sweep_bg_threshold(
     scores = [
         LabelScore(model.num_classes + 1, ignore_index, device, uncertain=pseudo) for _ in candidates
     ]
-    labeler = eval_labeler(cfg, what).to(device)
+    labeler = (labeler or eval_labeler(cfg, what)).to(device)
     was_training = model.training
     model.eval()
     loader = build_eval_loader(cfg, dataset)
@@ -86,6 +94,12 @@ def sweep_bg_threshold(
         for batch in groups:
             images, masks, tags = (batch[k].to(device) for k in ("image", "mask", "tags"))
             # CAMs and PAR once per batch; only the decision runs per candidate.
+            if crf is not None:
+                cams = labeler.cams(images, tags, model=model)
+                refined = labeler.refined_channels(cams, tags, images, images.shape[-2:])
+                for score, t in zip(scores, candidates):
+                    score.update(labeler.crf_decide(images, *refined, crf, thresholds=t), masks)
+                continue
             top, cls = labeler.top_scores(images, tags, model=model)
             for score, t in zip(scores, candidates):
                 score.update(labeler.decide(top, cls, t), masks)

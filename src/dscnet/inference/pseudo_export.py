@@ -1,10 +1,12 @@
 """``dscnet pseudo``: pseudo labels for a whole split, as VOC palette PNGs.
 
-For each image: the config's :class:`~dscnet.cam.labeler.PseudoLabeler` at full resolution,
-with multi-scale (+ flip) CAMs of the image's **ground-truth tags** (the usual protocol for
+For each image: the config's :class:`~dscnet.cam.labeler.PseudoLabeler` (the online rule at
+its own working scale, labels brought to the image size; with ``ms`` the CAMs are averaged
+over ``cam.export_scales`` and flips), from the image's **ground-truth tags** (the usual protocol for
 train-set pseudo labels: WSSS is allowed to use the image-level labels of its training images,
 and second-stage segmenters are trained on exactly these), PAR refinement and the
-background-threshold / uncertain-band rule. This is *not* segmentation inference, which never
+background-threshold / uncertain-band rule, optionally a dense CRF. Without ``ms`` and CRF the
+exported labels are exactly the online labels ``dscnet eval --what pseudo`` scores. This is *not* segmentation inference, which never
 reads tags (see ``dscnet predict`` / ``eval``).
 
 The labels are written as ``<id>.png`` in the VOC format (mode "P", 0 = background,
@@ -28,7 +30,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import Dataset
 
-from dscnet.cam.labeler import build_pseudo_labeler
+from dscnet.cam.labeler import build_export_labeler
 from dscnet.data.build import build_eval_loader
 from dscnet.data.palette import save_palette_png
 from dscnet.errors import DatasetError
@@ -54,6 +56,7 @@ def export_pseudo_labels(
     out_dir: str | Path,
     cfg: DictConfig,
     *,
+    ms: bool = False,
     scales: Sequence[float] | None = None,
     flip: bool | None = None,
     fill_ignore: bool = False,
@@ -73,10 +76,11 @@ def export_pseudo_labels(
             (255 where unknown), "index", "id"}`` (a ``dscnet.data`` TransformedDataset with
             the eval transform, so labels have the original image size).
         out_dir: where the PNGs go (created).
-        cfg: the labeler's settings (``cam.*``, ``data.mean/std/ignore_index``), the loader's
-            (``eval.batch_size``, ``data.num_workers``) and, by default, ``eval.scales`` /
-            ``eval.flip`` for the CAMs.
-        scales, flip: override the config's test-time augmentation for the CAMs.
+        cfg: the labeler's settings (``cam.*``, ``data.mean/std/ignore_index``) and the
+            loader's (``eval.batch_size``, ``data.num_workers``).
+        ms: CAMs averaged over ``cam.export_scales`` (+ flips with ``cam.export_flip``)
+            instead of the online labels' ``cam.online_scales`` / ``cam.online_flip``.
+        scales, flip: override the CAM scales / flip chosen by ``ms``.
         fill_ignore: write uncertain pixels as background (0) instead of 255, for
             second-stage trainers that cannot ignore a label.
         device: None keeps the model's device.
@@ -98,12 +102,15 @@ def export_pseudo_labels(
     model.eval()
     param = next(model.parameters(), None)
     dev = param.device if param is not None else torch.device("cpu")
-    scales = tuple(cfg.eval.scales) if scales is None else tuple(scales)
-    flip = cfg.eval.flip if flip is None else bool(flip)
-    # Full resolution: the exported labels are meant to be as good as the labeler can make them.
-    labeler = build_pseudo_labeler(
-        cfg, scale=1.0, cam_scales=scales, cam_flip=flip, size_divisor=size_divisor
-    ).to(dev)
+    changes: dict[str, Any] = {"size_divisor": size_divisor}
+    if scales is not None:
+        changes["cam_scales"] = tuple(scales)
+    if flip is not None:
+        changes["cam_flip"] = bool(flip)
+    # The online rule at its own working scale (the thresholds were chosen for it; at scale 1
+    # PAR's dilations cover half the image area and B's labels on msrc-dev lose 3.3 points).
+    labeler = build_export_labeler(cfg, ms, **changes).to(dev)
+    scales, flip = labeler.cam_scales, labeler.cam_flip
     if crf is not None:
         require_crf()  # before the first image, not after a long run
     names = list(class_names) if class_names is not None else list(getattr(dataset, "class_names", []))
@@ -138,6 +145,7 @@ def export_pseudo_labels(
         class_names=names,
         protocol=(
             f"pseudo labels from CAMs with ground-truth tags, scales={list(scales)}, flip={flip}, "
+            f"working scale={labeler.scale:g}, thresholds={labeler.thresholds}, "
             f"PAR={'on' if labeler.par is not None else 'off'}, CRF={'on' if crf is not None else 'off'}; "
             "uncertain pixels counted as background"
         ),
