@@ -60,7 +60,14 @@ def _trainer(run_dir: Path, overrides: list[str], work_dir: Path) -> Trainer:
 def last_stage_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     """The backbone layers after its second-to-last feature level (timm CNNs: the stride-32
     blocks, ``conv_head`` and its norm): the layers that make the output map ``F`` alone."""
-    body = model.backbone.body
+    body = getattr(model.backbone, "body", None)
+    if body is None or not hasattr(body, "feature_info"):  # e.g. small_cnn: its last block
+        last: torch.nn.Module = model.backbone
+        while len(children := [m for m in last.children() if any(True for _ in m.parameters())]) >= 1:
+            last = children[-1]
+            if len(children) > 1:
+                break
+        return [p for p in last.parameters() if p.requires_grad]
     levels = body.feature_info
     cut = int(levels[-2]["module"].split(".")[1])
     keep = []
@@ -112,7 +119,7 @@ def gradient_table(trainer: Trainer, batches: int) -> dict[str, Any]:
             ids = {id(p) for p in last_stage}
             g_last = [g for g, p in zip(g_bb, backbone) if id(p) in ids]
             row = rows.setdefault(name, {k: [] for k in ("loss", "classifier", "last_stage", "backbone", "features")})
-            row["loss"].append(float(value))
+            row["loss"].append(float(value.detach()))
             row["classifier"].append(_norm(list(g_cls)))
             row["last_stage"].append(_norm(g_last))
             row["backbone"].append(_norm(list(g_bb)))
@@ -122,6 +129,11 @@ def gradient_table(trainer: Trainer, batches: int) -> dict[str, Any]:
                 cls_grad = flat
             elif name in ("pgcl", "sgcl", "cross"):
                 stream_grad = flat if stream_grad is None else stream_grad + flat
+        groups = trainer.cfg.data.sampler.groups_per_batch
+        for name, n_keys in _key_counts(objective, out, groups).items():
+            stats = getattr(objective, name).last_stats
+            rows[name].setdefault("floor_log_positives", []).append(math.log(max(float(stats["mean_positives"]), 1.0)))
+            rows[name].setdefault("ceiling_log_keys", []).append(math.log(max(n_keys, 1.0)))
         if stream_grad is not None and cls_grad is not None:
             cos_rows.append(float(F.cosine_similarity(stream_grad, cls_grad, dim=0)))
         model.zero_grad(set_to_none=True)
@@ -129,6 +141,22 @@ def gradient_table(trainer: Trainer, batches: int) -> dict[str, Any]:
     for name in table:
         table[name]["weight"] = weights[name]
     return {"terms": table, "cos_streams_vs_cls_backbone": sum(cos_rows) / len(cos_rows) if cos_rows else None}
+
+
+def _key_counts(objective: torch.nn.Module, out: dict[str, torch.Tensor], groups: int) -> dict[str, float]:
+    """Keys per anchor of PGCL and SGCL on the last batch (uniform similarities give a loss of
+    ``log`` of it): the other anchors of the group (or nodes of the batch) plus the memory."""
+    counts: dict[str, float] = {}
+    pgcl = getattr(objective, "pgcl", None)
+    if pgcl is not None and pgcl.last_stats:
+        memory = int(pgcl.memory.count.sum()) if pgcl.memory is not None else 0
+        counts["pgcl"] = float(pgcl.last_stats["anchors"]) / groups - 1 + memory
+    sgcl = getattr(objective, "sgcl", None)
+    if sgcl is not None and sgcl.last_stats:
+        mem = sgcl.memory
+        memory = 0 if mem is None else int(mem.count.sum() if hasattr(mem, "count") else mem.initialized.sum())
+        counts["sgcl"] = float(len(out["node_class"])) - 1 + memory
+    return counts
 
 
 def memory_fill(trainer: Trainer) -> dict[str, Any]:
@@ -142,7 +170,7 @@ def memory_fill(trainer: Trainer) -> dict[str, Any]:
     sgcl = getattr(objective, "sgcl", None)
     if sgcl is not None and sgcl.memory is not None:
         mem = sgcl.memory
-        counts = mem.count if hasattr(mem, "count") else mem.initialised.long()
+        counts = mem.count if hasattr(mem, "count") else mem.initialized.long()
         out["sgcl_memory"] = dict(zip(names, counts.tolist()))
     return out
 
