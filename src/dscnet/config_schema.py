@@ -168,6 +168,7 @@ class ModelConfig:
     graph_rounds: int = setting(2, ge=0, shape=True)
     bg_node: bool = True
     node_exclude_padding: bool = False
+    node_weights: str = setting("cam", choices=("cam", "pseudo"))
     freeze_backbone: bool = False
     freeze_levels: int = setting(0, ge=0)
 

@@ -99,3 +99,25 @@ def test_contrastive_weights_ramp_in_after_their_start() -> None:
     assert [objective.contrast_ramp(s) for s in (0, 9, 10, 11, 12, 13, 50)] == [0, 0, 0.25, 0.5, 0.75, 1, 1]
     cfg.loss.contrast_ramp_steps = 0
     assert DSCLObjective(cfg, 8, build_pseudo_labeler(cfg)).contrast_ramp(10) == 1.0
+
+
+def test_objective_uses_the_labels_the_forward_made(tmp_path) -> None:
+    from dscnet.cam.labeler import build_pseudo_labeler
+    from dscnet.losses.dscl import DSCLObjective
+    from dscnet.models.dscnet import build_model
+    from tests.conftest import tiny_config
+
+    torch.manual_seed(0)
+    cfg = tiny_config(tmp_path, "model.node_weights=pseudo", "train.cls_warmup_steps=0", "loss.contrast_start_step=0")
+    model = build_model(cfg, num_classes=3)
+    objective = DSCLObjective(cfg, 3, build_pseudo_labeler(cfg))
+    assert not objective.needs_labels(-1) and objective.needs_labels(0)
+    images, tags = torch.randn(2, 3, 48, 48), torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    out = model(images, tags, None, objective.labeler)
+    loss = objective(out, model, images, tags, step=0)
+    assert torch.equal(loss.pseudo_labels, out["pseudo_labels"])
+    # Labels handed in by the forward are the ones L_seg scores, not made a second time.
+    forced = torch.zeros_like(out["pseudo_labels"])
+    loss = objective({**out, "pseudo_labels": forced}, model, images, tags, step=0)
+    assert torch.equal(loss.pseudo_labels, forced)
+    torch.testing.assert_close(loss.terms["seg"], segmentation_loss(out["seg_logits"].float(), forced, balanced=objective.seg_balanced))

@@ -102,3 +102,66 @@ def test_nodes_never_pool_crop_padding_when_valid_is_given() -> None:
     assert mixed[0, 0] > 4.0  # without valid, the background node is mostly padding
     torch.testing.assert_close(clean[0], torch.ones(2), rtol=0, atol=1e-4)  # real pixels only
     torch.testing.assert_close(clean[1], mixed[1])  # the object node had no padding anyway
+
+
+def test_label_shares_count_each_cells_pixels_and_skip_ignored() -> None:
+    from dscnet.models.heads.semantic_graph import label_shares
+
+    # A 2x4 label map pooled to a 1x2 grid: each cell holds 2x2 pixels.
+    labels = torch.tensor([[[0, 1, 2, 2], [1, 255, 2, 2]]])
+    shares = label_shares(labels, num_classes=2, size=(1, 2), ignore_index=255)
+    assert shares.shape == (1, 3, 1, 2)
+    # Left cell: bg 1/4, class 1 2/4, one ignored pixel (counts for no class); right: all class 2.
+    torch.testing.assert_close(shares[0, :, 0, 0], torch.tensor([0.25, 0.5, 0.0]))
+    torch.testing.assert_close(shares[0, :, 0, 1], torch.tensor([0.0, 0.0, 1.0]))
+
+
+def test_class_nodes_take_the_given_background_map() -> None:
+    feats = torch.tensor([[[[1.0, 3.0]], [[10.0, 30.0]]]])
+    cams = torch.tensor([[[[1.0, 0.0]]]])  # 1 - max M_c would give the bg node F(x1)
+    bg = torch.tensor([[[[1.0, 0.0]]]])  # a background map that says x0 instead
+    nodes, node_class, _ = class_nodes(feats, cams, torch.ones(1, 1), eps=0.0, bg_weights=bg)
+    assert node_class.tolist() == [0, 1]
+    torch.testing.assert_close(nodes[0], torch.tensor([1.0, 10.0]))
+    torch.testing.assert_close(nodes[1], torch.tensor([1.0, 10.0]))
+
+
+def test_pseudo_node_weights_pool_the_labelers_regions(tmp_path) -> None:
+    from dscnet.cam.labeler import build_pseudo_labeler
+    from dscnet.models.dscnet import build_model
+    from dscnet.models.heads.semantic_graph import label_shares
+    from tests.conftest import tiny_config
+
+    torch.manual_seed(0)
+    cfg = tiny_config(tmp_path, "model.node_weights=pseudo")
+    model = build_model(cfg, num_classes=3).eval()
+    labeler = build_pseudo_labeler(cfg)
+    images = torch.randn(2, 3, 48, 48)
+    tags = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    valid = torch.ones(2, 48, 48, dtype=torch.bool)
+    valid[1, :, 24:] = False  # the second crop is half padding
+    with torch.no_grad():
+        out = model(images, tags, valid, labeler)
+        expected = labeler(images, tags, cam_logits=out["cam_logits"], model=model)
+    labels = out["pseudo_labels"]
+    # The labeler's own labels, crop padding set to ignore.
+    assert torch.equal(labels[0], expected[0])
+    assert torch.equal(labels[1, :, :24], expected[1, :, :24]) and bool((labels[1, :, 24:] == 255).all())
+    # Without a labeler (B's warm-up steps) the nodes fall back to the CAMs and no labels are made.
+    with torch.no_grad():
+        plain = model(images, tags, valid)
+    assert "pseudo_labels" not in plain
+    assert plain["node_class"].tolist() == out["node_class"].tolist()
+    # The graph's input nodes: features pooled over the labels' shares (not the CAMs).
+    seen = []
+    model.graph.register_forward_hook(lambda mod, args, res: seen.append(args[0]))
+    with torch.no_grad():
+        model(images, tags, valid, labeler)
+        feats = model._levels(images)[-1].float()
+    shares = label_shares(labels, 3, tuple(feats.shape[-2:]))
+    for row, (image, cls) in enumerate(zip(out["node_image"].tolist(), out["node_class"].tolist())):
+        weights = shares[image, cls]
+        if cls > 0 and weights.sum() == 0:
+            continue  # no confident pixel: the CAM fallback
+        expected_node = (feats[image].flatten(1) * weights.flatten()).sum(1) / (weights.sum() + 1e-5)
+        torch.testing.assert_close(seen[0][row], expected_node, rtol=1e-4, atol=1e-5)

@@ -261,8 +261,9 @@ class Trainer:
                 else nullcontext()
             )
             with ctx_sync:
+                labeler = self.labeler if self.objective.needs_labels(self.step) else None
                 with autocast:
-                    out = self.ddp_model(images, tags, valid)
+                    out = self.ddp_model(images, tags, valid, labeler)
                 loss = self.objective(out, self.model, images, tags, self.step, masks=masks, valid=valid)
                 if not torch.isfinite(loss.total):
                     terms = ", ".join(f"{k}={v.item():.4g}" for k, v in loss.terms.items())

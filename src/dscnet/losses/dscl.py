@@ -100,6 +100,14 @@ class DSCLObjective(nn.Module):
         )
         self.w_cross = loss.cross.weight
 
+    def needs_labels(self, step: int) -> bool:
+        """Whether the online pseudo labels are used at ``step`` (the model's forward may then
+        make them once for the SGCL nodes and this objective)."""
+        if self.supervision == "full":
+            return False
+        contrast = self.pgcl is not None or self.sgcl is not None or self.cross is not None
+        return step >= self.cls_warmup_steps or (contrast and step >= self.contrast_start_step)
+
     def contrast_ramp(self, step: int) -> float:
         """Factor of the contrastive weights at ``step``: 0 before ``loss.contrast_start_step``,
         then rising linearly to 1 over ``loss.contrast_ramp_steps`` (1 at once when 0)."""
@@ -151,10 +159,13 @@ class DSCLObjective(nn.Module):
         if not (seg_on or contrast_on):
             return LossOutput(total, terms, None)
 
-        # CAMs, PAR and thresholds at the labeler's working scale, labels at the crop size.
-        labels = self.labeler(images, tags, cam_logits=out["cam_logits"], model=model)
-        if valid is not None:
-            labels = labels.masked_fill(~valid.to(labels.device, torch.bool), self.ignore_index)
+        # CAMs, PAR and thresholds at the labeler's working scale, labels at the crop size
+        # (made by the model's forward already when its SGCL nodes pool them).
+        labels = out.get("pseudo_labels")
+        if labels is None:
+            labels = self.labeler(images, tags, cam_logits=out["cam_logits"], model=model)
+            if valid is not None:
+                labels = labels.masked_fill(~valid.to(labels.device, torch.bool), self.ignore_index)
         if seg_on:
             terms["seg"] = segmentation_loss(out["seg_logits"].float(), labels, balanced=self.seg_balanced)
             total = total + self.w_seg * terms["seg"]

@@ -6,6 +6,8 @@ the PGCL projection head and the SGCL graph are training-time modules (docs/METH
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
@@ -17,9 +19,10 @@ from dscnet.models.backbones import build_backbone
 from dscnet.models.heads.classifier import ClassifierHead
 from dscnet.models.heads.projection import ProjectionHead
 from dscnet.models.heads.segmentation import FPNHead, SegmentationHead
-from dscnet.models.heads.semantic_graph import SemanticGraph, class_nodes
+from dscnet.models.heads.semantic_graph import SemanticGraph, class_nodes, label_shares
 
 DECODERS = ("aspp", "fpn")
+NODE_WEIGHTS = ("cam", "pseudo")
 
 
 class DSCNetModel(nn.Module):
@@ -39,6 +42,10 @@ class DSCNetModel(nn.Module):
         with_graph: build the SGCL graph (needed by SGCL and the cross term).
         bg_node: add one background node per image to the graph.
         node_exclude_padding: SGCL nodes pool only real pixels (``valid``), never crop padding.
+        node_weights: ``cam``: SGCL nodes pool the features with the raw CAMs as weights;
+            ``pseudo``: with the confident regions of the online pseudo labels (PAR-refined,
+            thresholded; needs ``labeler`` in :meth:`forward`), the CAMs where a tagged class
+            has no confident pixel.
         channels_last: run the backbone in channels-last memory format (faster for
             depthwise convolutions on CPUs).
         freeze_backbone: train the heads on a fixed encoder (as the CLIP-based methods do):
@@ -64,6 +71,7 @@ class DSCNetModel(nn.Module):
         node_exclude_padding: bool = False,
         freeze_backbone: bool = False,
         freeze_levels: int = 0,
+        node_weights: str = "cam",
     ) -> None:
         super().__init__()
         if decoder not in DECODERS:
@@ -76,6 +84,9 @@ class DSCNetModel(nn.Module):
         backbone.freeze_levels(freeze_levels)
         self.bg_node = bg_node
         self.node_exclude_padding = node_exclude_padding
+        if node_weights not in NODE_WEIGHTS:
+            raise ConfigError(f"model.node_weights must be one of {', '.join(NODE_WEIGHTS)}, got '{node_weights}'")
+        self.node_weights = node_weights
         self.backbone = backbone
         dim = backbone.out_channels
         self.classifier = ClassifierHead(dim, num_classes, pooling=pooling)
@@ -112,12 +123,20 @@ class DSCNetModel(nn.Module):
         return self.seg_head(levels) if self.seg_head.multi_level else self.seg_head(levels[-1])
 
     def forward(
-        self, images: torch.Tensor, tags: torch.Tensor | None = None, valid: torch.Tensor | None = None
+        self,
+        images: torch.Tensor,
+        tags: torch.Tensor | None = None,
+        valid: torch.Tensor | None = None,
+        labeler: Callable[..., torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Training forward pass; see docs/ARCHITECTURE.md for the returned keys.
 
         With ``tags`` and a graph, the SGCL class nodes are built and passed through the graph
-        here, inside ``forward``, so that DDP sees every parameter the loss uses.
+        here, inside ``forward``, so that DDP sees every parameter the loss uses. With
+        ``node_weights="pseudo"`` and a ``labeler`` (the objective's
+        :class:`~dscnet.cam.labeler.PseudoLabeler`), the online pseudo labels are made here
+        from this pass's CAMs (crop padding set to ignore) and returned as ``pseudo_labels``,
+        which the objective then uses instead of making them again.
         """
         levels = self._levels(images)
         features = levels[-1]
@@ -135,8 +154,19 @@ class DSCNetModel(nn.Module):
             # features, not the CAMs through their pooling weights.
             cams = cams_from_logits(cam_logits.detach().float(), tags)
             keep = valid if self.node_exclude_padding else None
+            bg_weights = None
+            if self.node_weights == "pseudo" and labeler is not None:
+                labels = labeler(images, tags, cam_logits=cam_logits, model=self)
+                if valid is not None:
+                    labels = labels.masked_fill(~valid.to(labels.device, torch.bool), labeler.ignore_index)
+                out["pseudo_labels"] = labels
+                shares = label_shares(labels, self.num_classes, tuple(features.shape[-2:]), labeler.ignore_index)
+                fg = shares[:, 1:]
+                # A tagged class without a confident pixel keeps its CAM as weights.
+                empty = fg.sum(dim=(-2, -1), keepdim=True) == 0
+                cams, bg_weights = torch.where(empty, cams, fg), shares[:, :1]
             nodes, node_class, node_image = class_nodes(
-                features.float(), cams, tags, bg_node=self.bg_node, valid=keep
+                features.float(), cams, tags, bg_node=self.bg_node, valid=keep, bg_weights=bg_weights
             )
             out["node_embed"] = F.normalize(self.graph(nodes), dim=-1)
             out["node_class"] = node_class
@@ -192,4 +222,5 @@ def build_model(cfg: DictConfig, num_classes: int) -> DSCNetModel:
         node_exclude_padding=m.node_exclude_padding,
         freeze_backbone=m.freeze_backbone,
         freeze_levels=m.freeze_levels,
+        node_weights=m.node_weights,
     )

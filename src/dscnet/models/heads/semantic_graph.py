@@ -14,7 +14,16 @@ from torch import Tensor, nn
 
 from dscnet.utils.distributed import all_gather_variable, get_rank, get_world_size
 
-__all__ = ["SemanticGraph", "class_nodes"]
+__all__ = ["SemanticGraph", "class_nodes", "label_shares"]
+
+
+def label_shares(labels: Tensor, num_classes: int, size: tuple[int, int], ignore_index: int = 255) -> Tensor:
+    """``[B, C+1, h, w]``: the share of each feature cell's pixels that ``labels [B, H, W]``
+    give to each class (0 = background); ignored pixels count for no class."""
+    known = labels != ignore_index
+    onehot = F.one_hot(labels.masked_fill(~known, 0), num_classes + 1).permute(0, 3, 1, 2)
+    onehot = onehot.to(torch.float32) * known[:, None]
+    return F.adaptive_avg_pool2d(onehot, size)
 
 
 def class_nodes(
@@ -24,6 +33,7 @@ def class_nodes(
     bg_node: bool = True,
     eps: float = 1e-5,
     valid: Tensor | None = None,
+    bg_weights: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """CAM-weighted class nodes.
 
@@ -33,7 +43,8 @@ def class_nodes(
     each image also gets ``M_bg = 1 - max_{c tagged} M_c`` (1 everywhere without tags).
     ``valid [B, H, W]`` (bool, False on crop padding), when given, multiplies every weight by
     the share of real pixels in each feature cell, so no node pools padding (without it, the
-    background node of a half-padded crop is about half padding).
+    background node of a half-padded crop is about half padding). ``bg_weights [B, 1, h, w]``
+    replaces ``1 - max M_c`` as the background map (nodes from pseudo-label regions).
 
     Returns ``(nodes [N, D], node_class [N], node_image [N])`` ordered by image, then class
     (background, class 0, first); foreground classes are numbered 1..C. Gradients reach
@@ -59,10 +70,13 @@ def class_nodes(
     if valid is not None:
         # Share of image (not padding) pixels in each feature cell.
         real = F.adaptive_avg_pool2d(valid[:, None].to(features.dtype), (h, w))
-    if bg_node:
+    if bg_node and bg_weights is not None:
+        bg = bg_weights.detach().to(features.dtype)
+    elif bg_node:
         bg = 1.0 - weights.amax(dim=1, keepdim=True) if weights.shape[1] else cams.new_ones(
             b, 1, h, w
         )
+    if bg_node:
         weights = torch.cat([bg, weights], dim=1)  # channel 0 = background
         present = torch.cat([present.new_ones(b, 1), present], dim=1)
         first_class = 0
