@@ -30,7 +30,6 @@ import argparse
 import json
 import math
 import platform
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -43,17 +42,11 @@ from dscnet.config import load_config
 from dscnet.data.build import build_dataset
 from dscnet.evaluation.io import to_jsonable
 from dscnet.evaluation.score import LabelScore
-from dscnet.utils.machine import cpu_model
+from dscnet.utils.machine import cpu_model, git_commit
 
 DEFAULT_STRIDES = (32, 16, 8)
 
 
-def _commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def grid_size(height: int, width: int, stride: int) -> tuple[int, int]:
@@ -174,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = f"{torch.get_num_threads()}-thread torch {torch.__version__} on {cpu_model()} ({platform.machine()})"
     text = (
         f"CAM-grid oracle: {args.root}, split {args.split} ({len(dataset)} images, {count} of them "
-        f"{size[0]}×{size[1]}), config {args.config}, commit {_commit()}, {machine}\n\n"
+        f"{size[0]}×{size[1]}), config {args.config}, commit {git_commit()}, {machine}\n\n"
         + format_table(metrics, size)
         + "\n\nmasks scored at their original size; shares resized bilinearly, then argmax.\n"
     )
@@ -182,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         names = list(dataset.class_names)
         report = {
-            "root": args.root, "split": args.split, "config": args.config, "commit": _commit(),
+            "root": args.root, "split": args.split, "config": args.config, "commit": git_commit(),
             "machine": machine, "images": len(dataset), "class_names": names,
             "typical_size": list(size), "sizes": {f"{h}x{w}": n for (h, w), n in sizes.most_common()},
             "strides": {

@@ -33,7 +33,6 @@ import json
 import multiprocessing as mp
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -45,7 +44,7 @@ from omegaconf import DictConfig, OmegaConf
 from dscnet.cli.cmd_ablate import row_overrides
 from dscnet.config import apply_overrides, load_config
 from dscnet.engine.experiment import Job, run_jobs
-from dscnet.utils.machine import cpu_model
+from dscnet.utils.machine import cpu_model, git_commit
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "msrc-dev"
 ROWS = ("B", "DSCNet", "stage2", "full")
@@ -57,12 +56,6 @@ LABELS = {
 }
 
 
-def _commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _mean_std(values: list[float]) -> str:
@@ -236,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     }  # fmt: skip
     machine = f"{torch.get_num_threads()}-thread torch {torch.__version__} on {cpu_model()} ({platform.machine()})"
     text = (
-        f"real photographs: {args.root}, config {args.config}, {len(seeds)} seeds, commit {_commit()}, {machine}\n\n"
+        f"real photographs: {args.root}, config {args.config}, {len(seeds)} seeds, commit {git_commit()}, {machine}\n\n"
         + format_table(table, args.reference, len(seeds))
         + "\n\nwall time: " + "; ".join(f"{k} {v / 60:.1f} min" for k, v in times.items())
         + f" ({args.workers} runs at a time)\n"
