@@ -3,26 +3,19 @@ on a tiny VOC-layout folder."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
+from . import benchmark_script
 from .test_real_photos import _voc
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "cam_grid_oracle.py"
 
 
 @pytest.fixture(scope="module")
 def oracle():
-    spec = importlib.util.spec_from_file_location("cam_grid_oracle", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("cam_grid_oracle", None)
+    with benchmark_script("cam_grid_oracle") as module:
+        yield module
 
 
 def _miou(module, mask: torch.Tensor, k: int, stride: int) -> dict:
