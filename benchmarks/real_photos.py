@@ -3,7 +3,8 @@
 Usage::
 
     python benchmarks/real_photos.py [--root ../shared/data/msrc-dev] [--seeds 5] [--workers 2]
-        [--out runs/real_photos] [--rows B,DSCNet,stage2,full] [--reference 80.2] [key=value ...]
+        [--out runs/real_photos] [--rows B,DSCNet,stage2,full] [--reference 80.2]
+        [--stage2-config real_cpu_stage2] [--no-ms-crf] [key=value ...]
 
 On a VOC-layout folder of real photographs (default: the msrc-dev split of MSRC-v2, read from
 ``../shared/data/msrc-dev`` when it is there; obtain MSRC-v2 from Microsoft Research and
@@ -13,10 +14,13 @@ write it in VOC layout to use your own copy), with ``configs/real_cpu.yaml``:
    (one torch thread each), and scores CAMs and pseudo labels on the train split and the
    segmentation on the val split (single scale);
 2. exports each DSCNet run's train-split pseudo labels with multi-scale + flip CAMs
-   (``cam.export_scales``) and the dense CRF (``dscnet pseudo --ms --crf``) and trains the second stage on them as masks
-   (``train.supervision=full data.pseudo_masks=...``), from the ImageNet weights;
+   (``cam.export_scales``) and the dense CRF (``dscnet pseudo --ms --crf``) and trains the
+   second stage on them as masks with ``--stage2-config`` (``configs/real_cpu_stage2.yaml``:
+   ``train.supervision=full``, 600 steps, uncertain pixels read as background) plus
+   ``data.pseudo_masks=...``, from the ImageNet weights;
 3. trains the same network on the true masks (``train.supervision=full``);
-4. scores every segmentation again with multi-scale + flip + CRF (``dscnet eval --ms --crf``).
+4. scores every segmentation again with multi-scale + flip + CRF (``dscnet eval --ms --crf``;
+   ``--no-ms-crf`` leaves that column empty).
 
 It prints one markdown table (mean ± std over seeds) with the machine, the commit and the
 wall time of each phase, and writes it with every number to ``<out>/real_photos.{md,json}``.
@@ -42,7 +46,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dscnet.cli.cmd_ablate import row_overrides
-from dscnet.config import apply_overrides, load_config
+from dscnet.config import apply_overrides, load_config, typed
 from dscnet.engine.experiment import Job, run_jobs
 from dscnet.utils.machine import cpu_model, git_commit
 
@@ -82,7 +86,9 @@ def _finished(job: Job) -> dict[str, Any] | None:
     files = [run_dir / "eval" / "final" / w / "metrics.json" for w in job.what]
     if not saved.is_file() or not all(f.is_file() for f in files):
         return None
-    if OmegaConf.to_container(OmegaConf.load(saved), resolve=True) != job.cfg:
+    # Through the schema: a run saved before a key existed has that key's default, which is
+    # what it ran with (a key added since must default to the old behaviour).
+    if OmegaConf.to_container(typed(OmegaConf.load(saved), str(saved)), resolve=True) != job.cfg:
         return None
     metrics = {w: json.loads(f.read_text()) for w, f in zip(job.what, files)}
     return {"name": job.name, "seed": job.seed, "run_dir": str(run_dir), "metrics": metrics, "reused": True}
@@ -151,6 +157,19 @@ def format_table(table: dict[str, dict[str, list[float]]], reference: float | No
         lines.append(f"| {LABELS[row]} | " + " | ".join(cells) + " |")
     full = table.get("full", {}).get("seg")
     notes = [f"mean ± std over {seeds} seeds; mIoU in %."]
+    # Paired by seed: the second stage of seed s learned from the labels of DSCNet seed s.
+    for what, (a, b), key in (
+        ("DSCNet − B", ("DSCNet", "B"), "seg"), ("DSCNet − B", ("DSCNet", "B"), "pseudo"),
+        ("second stage − DSCNet", ("stage2", "DSCNet"), "seg"),
+        ("exported − online labels", ("stage2", "DSCNet"), "pseudo"),
+    ):  # fmt: skip
+        x, y = table.get(a, {}).get(key), table.get(b, {}).get(key)
+        if x and y and len(x) == len(y):
+            notes.append(f"{what} ({key}, paired by seed): {_mean_std([i - j for i, j in zip(x, y)])}")
+    for row, name in (("DSCNet", "online"), ("stage2", "exported")):
+        cov = table.get(row, {}).get("coverage")
+        if cov:
+            notes.append(f"coverage of the {name} labels (share not uncertain): {_mean_std(cov)}")
     for row in ("DSCNet", "stage2"):
         seg = table.get(row, {}).get("seg")
         if seg and full:
@@ -166,11 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default=str(DEFAULT_ROOT), help="VOC-layout folder (default: ../shared/data/msrc-dev)")
     parser.add_argument("--config", default="real_cpu")
+    parser.add_argument("--stage2-config", default="real_cpu_stage2", help="config of the second stage")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default="runs/real_photos")
     parser.add_argument("--rows", default=",".join(ROWS), help=f"subset of {', '.join(ROWS)}")
     parser.add_argument("--reference", type=float, default=None, help="a reference mIoU (%%) to compare with")
+    parser.add_argument("--no-ms-crf", action="store_true", help="skip the MS+flip+CRF column (the slowest phase)")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_args(argv)
     rows = [r for r in args.rows.split(",") if r]
@@ -179,7 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown rows {unknown}" if unknown else f"{args.root}: no such folder (--root)", file=sys.stderr)
         return 2
     out = Path(args.out).resolve()
-    cfg = load_config(args.config, [f"data.root={args.root}", "train.progress=false", *args.overrides])
+    common = [f"data.root={args.root}", "train.progress=false", *args.overrides]
+    cfg = load_config(args.config, common)
+    cfg2 = load_config(args.stage2_config, common)
     seeds = [cfg.experiment.seed + s for s in range(args.seeds)]
     what = ("seg", "cam", "pseudo")
     times: dict[str, float] = {}
@@ -200,14 +223,15 @@ def main(argv: list[str] | None = None) -> int:
         tasks = [(str(out / "DSCNet" / f"seed{s}" / "checkpoints" / "last.pth"), str(out / "DSCNet" / f"seed{s}" / "pseudo_ms_crf")) for s in seeds]
         exported = _pool_map(_export, tasks, args.workers)
         stage2 = [
-            _job(cfg, "stage2", seed, out / "stage2" / f"seed{seed}", ("seg",),
+            _job(cfg2, "stage2", seed, out / "stage2" / f"seed{seed}", ("seg",),
                  ["train.supervision=full", f"data.pseudo_masks={folder}"])
             for seed, folder in zip(seeds, exported)
         ]  # fmt: skip
         results["stage2"] = _run(stage2, args.workers)
         for res, folder in zip(sorted(results["stage2"], key=lambda r: r["seed"]), exported):
             metrics = json.loads((Path(folder) / "pseudo_metrics.json").read_text())
-            res["metrics"]["pseudo"] = {"miou": metrics["miou"]}  # the exported labels' score
+            # The exported labels' score and coverage.
+            res["metrics"]["pseudo"] = {"miou": metrics["miou"], "coverage": metrics["coverage"]}
         times["second stage (export + train)"] = time.perf_counter() - start
     if "full" in rows:
         start = time.perf_counter()
@@ -217,16 +241,22 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     runs = [(row, res) for row in rows for res in sorted(results.get(row, []), key=lambda r: r["seed"])]
-    scores = [_ms_crf(res["run_dir"]) for _, res in runs]
-    for (_, res), score in zip(runs, scores):
-        res["metrics"]["seg_ms_crf"] = {"miou": score}
-    times["MS+flip+CRF evaluation"] = time.perf_counter() - start
+    if not args.no_ms_crf:
+        scores = [_ms_crf(res["run_dir"]) for _, res in runs]
+        for (_, res), score in zip(runs, scores):
+            res["metrics"]["seg_ms_crf"] = {"miou": score}
+        times["MS+flip+CRF evaluation"] = time.perf_counter() - start
 
     table = {
         row: {key: [r["metrics"][key]["miou"] for r in sorted(results[row], key=lambda r: r["seed"]) if key in r["metrics"]]
               for key in ("cam", "pseudo", "seg", "seg_ms_crf")}
         for row in rows if row in results
     }  # fmt: skip
+    for row, cols in table.items():
+        cov = [r["metrics"]["pseudo"]["coverage"] for r in sorted(results[row], key=lambda r: r["seed"])
+               if "coverage" in r["metrics"].get("pseudo", {})]  # fmt: skip
+        if cov:
+            cols["coverage"] = cov
     machine = f"{torch.get_num_threads()}-thread torch {torch.__version__} on {cpu_model()} ({platform.machine()})"
     text = (
         f"real photographs: {args.root}, config {args.config}, {len(seeds)} seeds, commit {git_commit()}, {machine}\n\n"

@@ -55,3 +55,26 @@ def test_saved_config_is_resolved_and_reloadable(tmp_path: Path):
     assert "runs/abc" in text and "${" not in text
     again = load_config(tmp_path / "config.yaml")
     assert again.experiment.work_dir == "runs/abc"
+
+
+def test_stage2_config_is_real_cpu_with_the_second_stage_keys_only():
+    from omegaconf import OmegaConf
+
+    def flat(name: str) -> dict:
+        cfg = OmegaConf.to_container(load_config(name), resolve=True)
+        out = {}
+
+        def walk(node, prefix=""):
+            for key, value in node.items():
+                if isinstance(value, dict):
+                    walk(value, f"{prefix}{key}.")
+                else:
+                    out[f"{prefix}{key}"] = value
+
+        walk(cfg)
+        return out
+
+    stage1, stage2 = flat("real_cpu"), flat("real_cpu_stage2")
+    changed = {k for k in stage1 if stage1[k] != stage2[k]}
+    assert changed == {"experiment.name", "experiment.work_dir", "train.supervision", "train.max_steps", "data.pseudo_uncertain"}
+    assert (stage2["train.supervision"], stage2["data.pseudo_uncertain"]) == ("full", "background")

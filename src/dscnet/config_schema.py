@@ -147,6 +147,7 @@ class DataConfig:
     std: list[float] = setting([0.229, 0.224, 0.225], gt=0, length=3)
     max_pixels: int | None = setting(None, ge=1)
     pseudo_masks: str | None = None
+    pseudo_uncertain: str = setting("ignore", choices=("ignore", "background"))
     synth: SynthConfig = field(default_factory=SynthConfig)
     voc: VocConfig = field(default_factory=VocConfig)
     coco: CocoConfig = field(default_factory=CocoConfig)

@@ -67,6 +67,8 @@ def test_every_phase_runs_and_the_table_is_written(tmp_path) -> None:
     assert "raw / full supervision raw" in table and "/ reference 50.0" in table and "wall time" in table
     saved = json.loads((out / "real_photos.json").read_text())["table"]
     assert set(saved) == {"B", "DSCNet", "stage2", "full"}
+    assert "second stage − DSCNet (seg, paired by seed)" in table and "coverage of the exported labels" in table
+    assert "pseudo_uncertain: background" in (out / "stage2" / "seed0" / "config.yaml").read_text()
     assert all(0.0 <= v <= 1.0 for row in saved.values() for vals in row.values() for v in vals)
     assert len(saved["stage2"]["seg_ms_crf"]) == 1 and len(saved["B"]["cam"]) == 1
     # The second stage trained on the exported labels (one PNG per training image).

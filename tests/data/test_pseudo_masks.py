@@ -51,3 +51,26 @@ def test_missing_folder_or_labels_are_named(tiny_voc, tmp_path):
     train = build_dataset(_cfg(tiny_voc, folder), "train", train=True)
     with pytest.raises(DatasetError, match="mask size 24x10 differs from image size 24x20"):
         train.dataset.load_sample(0)
+
+
+def test_uncertain_pixels_can_be_read_as_background(tiny_voc, tmp_path):
+    folder = tmp_path / "pseudo"
+    for sid in tiny_voc["ids"][:3]:
+        mask = np.full((20, 24), 255, dtype=np.uint8)
+        mask[5:10, 6:12] = 1  # a confident object in an uncertain field
+        save_palette_png(folder / f"{sid}.png", mask)
+    ignored = build_dataset(_cfg(tiny_voc, folder), "train", train=True).dataset.load_sample(0)[1]
+    cfg = _cfg(tiny_voc, folder)
+    cfg.data.pseudo_uncertain = "background"
+    filled = build_dataset(cfg, "train", train=True).dataset.load_sample(0)[1]
+    assert (ignored == 255).sum() == 20 * 24 - 30 and not (filled == 255).any()
+    np.testing.assert_array_equal(filled, np.where(ignored == 255, 0, ignored))
+    # The crop padding the transform adds stays ignored: only the labels' 255 became background.
+    cfg.data.train_aug.crop_size = 32
+    item = build_dataset(cfg, "train", train=True)[0]
+    assert (item["mask"] == 255).sum() == 32 * 32 - 20 * 24
+    cfg.data.pseudo_uncertain = "nothing"
+    from dscnet.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="data.pseudo_uncertain must be one of ignore, background"):
+        build_dataset(cfg, "train", train=True)

@@ -51,7 +51,9 @@ def build_dataset(cfg: DictConfig, split: str, train: bool) -> TransformedDatase
     base = build_base_dataset(cfg, split)
     if train and cfg.data.pseudo_masks:
         # Second stage: the training split's masks are exported pseudo labels.
-        base = MaskFolderDataset(base, cfg.data.pseudo_masks, cfg.data.ignore_index)
+        base = MaskFolderDataset(
+            base, cfg.data.pseudo_masks, cfg.data.ignore_index, uncertain=cfg.data.pseudo_uncertain
+        )
     if train:
         return TransformedDataset(
             drop_untagged(base), build_train_transform(cfg), cfg.data.ignore_index

@@ -8,7 +8,9 @@ import numpy as np
 
 from dscnet.data.base import IGNORE_INDEX, WSSSDataset
 from dscnet.data.readers import read_mask
-from dscnet.errors import DatasetError
+from dscnet.errors import ConfigError, DatasetError
+
+UNCERTAIN = ("ignore", "background")
 
 
 class MaskFolderDataset(WSSSDataset):
@@ -17,13 +19,26 @@ class MaskFolderDataset(WSSSDataset):
     The second stage of WSSS: pseudo labels exported by ``dscnet pseudo`` (VOC palette PNGs,
     255 = uncertain) train the segmentation network as if they were true masks
     (``data.pseudo_masks`` with ``train.supervision=full``). Every id must have its PNG, of
-    its image's size (checked when read).
+    its image's size (checked when read). ``uncertain="background"``
+    (``data.pseudo_uncertain``) reads their uncertain pixels as background instead of
+    ignoring them: in exported labels they are mostly true background
+    (``benchmarks/label_breakdown.py``), and a segmenter that never sees them as background
+    paints the background as objects (docs/RESULTS.md, "Second stage").
 
     Raises:
         DatasetError: the folder is missing, or some ids have no mask in it.
     """
 
-    def __init__(self, dataset: WSSSDataset, folder: str | Path, ignore_index: int = IGNORE_INDEX) -> None:
+    def __init__(
+        self,
+        dataset: WSSSDataset,
+        folder: str | Path,
+        ignore_index: int = IGNORE_INDEX,
+        uncertain: str = "ignore",
+    ) -> None:
+        if uncertain not in UNCERTAIN:
+            raise ConfigError(f"data.pseudo_uncertain must be one of {', '.join(UNCERTAIN)}, got '{uncertain}'")
+        self.uncertain = uncertain
         self.dataset = dataset
         self.folder = Path(folder).expanduser()
         if not self.folder.is_dir():
@@ -46,7 +61,10 @@ class MaskFolderDataset(WSSSDataset):
         return self.dataset.load_image(index)
 
     def load_mask(self, index: int) -> np.ndarray:
-        return read_mask(self.paths[index], num_classes=self.num_classes, ignore_index=self.ignore_index)
+        mask = read_mask(self.paths[index], num_classes=self.num_classes, ignore_index=self.ignore_index)
+        if self.uncertain == "background":
+            mask = np.where(mask == self.ignore_index, 0, mask).astype(mask.dtype)
+        return mask
 
     def describe(self, index: int) -> str:
         return self.dataset.describe(index)
