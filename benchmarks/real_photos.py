@@ -74,6 +74,21 @@ def _job(cfg: DictConfig, name: str, seed: int, work_dir: Path, what: tuple[str,
     return Job(OmegaConf.to_container(run, resolve=True), name, seed, what, "auto")
 
 
+class OtherRunError(Exception):
+    """A job's run directory holds a run of another config (it would be resumed, or lost)."""
+
+
+def _saved_config(run_dir: Path) -> dict[str, Any] | None:
+    """The config a run directory was trained with, through the schema (``None``: no run).
+
+    A run saved before a key existed gets that key's default, which is what it ran with (a
+    key added since must default to the old behaviour)."""
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        return None
+    return OmegaConf.to_container(typed(OmegaConf.load(saved), str(saved)), resolve=True)
+
+
 def _finished(job: Job) -> dict[str, Any] | None:
     """A run this benchmark finished before with the same config: its final metrics from disk.
 
@@ -82,13 +97,8 @@ def _finished(job: Job) -> dict[str, Any] | None:
     resumed) and evaluated again.
     """
     run_dir = Path(job.cfg["experiment"]["work_dir"])
-    saved = run_dir / "config.yaml"
     files = [run_dir / "eval" / "final" / w / "metrics.json" for w in job.what]
-    if not saved.is_file() or not all(f.is_file() for f in files):
-        return None
-    # Through the schema: a run saved before a key existed has that key's default, which is
-    # what it ran with (a key added since must default to the old behaviour).
-    if OmegaConf.to_container(typed(OmegaConf.load(saved), str(saved)), resolve=True) != job.cfg:
+    if not all(f.is_file() for f in files) or _saved_config(run_dir) != job.cfg:
         return None
     metrics = {w: json.loads(f.read_text()) for w, f in zip(job.what, files)}
     return {"name": job.name, "seed": job.seed, "run_dir": str(run_dir), "metrics": metrics, "reused": True}
@@ -98,7 +108,28 @@ def _run(jobs: list[Job], workers: int) -> list[dict[str, Any]]:
     """Train and evaluate the jobs not finished before; reuse the finished ones as they are."""
     done = {i: res for i, job in enumerate(jobs) if (res := _finished(job)) is not None}
     todo = [job for i, job in enumerate(jobs) if i not in done]
+    for job in todo:
+        # Same config: an interrupted run, resumed. Another config: never resumed nor replaced.
+        run_dir = Path(job.cfg["experiment"]["work_dir"])
+        saved = _saved_config(run_dir)
+        if saved is not None and saved != job.cfg:
+            raise OtherRunError(
+                f"{run_dir}: holds a run of another config ({_first_difference(saved, job.cfg)}); "
+                "move it away or pass another --out"
+            )
     return list(done.values()) + (run_jobs(todo, workers=workers) if todo else [])
+
+
+def _first_difference(saved: dict[str, Any], wanted: dict[str, Any], prefix: str = "") -> str:
+    """The first key whose value differs, as ``key: saved -> wanted``."""
+    for key in sorted(set(saved) | set(wanted)):
+        a, b = saved.get(key), wanted.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            if a != b:
+                return _first_difference(a, b, f"{prefix}{key}.")
+        elif a != b:
+            return f"{prefix}{key}: {a!r} -> {b!r}"
+    return "none"
 
 
 def _export(task: tuple[str, str]) -> str:
@@ -181,7 +212,7 @@ def format_table(table: dict[str, dict[str, list[float]]], reference: float | No
     return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default=str(DEFAULT_ROOT), help="VOC-layout folder (default: ../shared/data/msrc-dev)")
     parser.add_argument("--config", default="real_cpu")
@@ -269,6 +300,16 @@ def main(argv: list[str] | None = None) -> int:
     (out / "real_photos.json").write_text(json.dumps({"table": table, "times_s": times, "runs": results}, indent=2, default=str))
     print(text)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line (see the module docstring); exit status 2 on a bad folder or row, or when a
+    run directory holds a run of another config."""
+    try:
+        return _main(argv)
+    except OtherRunError as exc:
+        print(exc, file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -74,3 +74,29 @@ def test_every_phase_runs_and_the_table_is_written(tmp_path) -> None:
     # The second stage trained on the exported labels (one PNG per training image).
     assert len(list((out / "DSCNet" / "seed0" / "pseudo_ms_crf").glob("*.png"))) == 6
     assert "pseudo_ms_crf" in (out / "stage2" / "seed0" / "config.yaml").read_text()
+
+
+def test_a_run_of_another_config_is_neither_resumed_nor_replaced(tmp_path, capsys) -> None:
+    from omegaconf import OmegaConf
+
+    from dscnet.config import load_config
+
+    from . import benchmark_script
+
+    _voc(tmp_path / "voc")
+    run_dir = tmp_path / "out" / "full" / "seed0"
+    run_dir.mkdir(parents=True)
+    # The benchmark's own full-supervision run of seed 0, but with 7 steps instead of 300.
+    other = load_config("real_cpu", [
+        f"data.root={tmp_path / 'voc'}", "train.progress=false", "train.supervision=full",
+        "experiment.seed=0", f"experiment.work_dir={run_dir}", "train.max_steps=7",
+    ])  # fmt: skip
+    OmegaConf.save(other, run_dir / "config.yaml")
+    before = (run_dir / "config.yaml").read_text()
+    with benchmark_script("real_photos") as module:
+        status = module.main(["--root", str(tmp_path / "voc"), "--rows", "full", "--seeds", "1",
+                              "--workers", "1", "--out", str(tmp_path / "out")])  # fmt: skip
+    assert status == 2
+    err = capsys.readouterr().err
+    assert str(run_dir) in err and "another config" in err and "train.max_steps: 7 -> 300" in err
+    assert (run_dir / "config.yaml").read_text() == before and not (run_dir / "checkpoints").exists()
