@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import sys
 from collections import Counter
 from pathlib import Path
@@ -42,11 +41,9 @@ from dscnet.config import load_config
 from dscnet.data.build import build_dataset
 from dscnet.evaluation.io import to_jsonable
 from dscnet.evaluation.score import LabelScore
-from dscnet.utils.machine import cpu_model, git_commit
+from dscnet.utils.machine import describe_machine, git_commit
 
 DEFAULT_STRIDES = (32, 16, 8)
-
-
 
 
 def grid_size(height: int, width: int, stride: int) -> tuple[int, int]:
@@ -164,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
 
     metrics = oracle_scores(masks(), num_classes, strides, ignore)
     size, count = sizes.most_common(1)[0]
-    machine = f"{torch.get_num_threads()}-thread torch {torch.__version__} on {cpu_model()} ({platform.machine()})"
+    machine = describe_machine()
     text = (
         f"CAM-grid oracle: {args.root}, split {args.split} ({len(dataset)} images, {count} of them "
         f"{size[0]}×{size[1]}), config {args.config}, commit {git_commit()}, {machine}\n\n"

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 from pathlib import Path
 from typing import Any
@@ -52,7 +51,7 @@ from dscnet.errors import DatasetError
 from dscnet.evaluation.io import to_jsonable
 from dscnet.evaluation.score import LabelScore
 from dscnet.inference.pseudo_export import label_path
-from dscnet.utils.machine import cpu_model, git_commit
+from dscnet.utils.machine import describe_machine, git_commit
 
 OUTCOMES = ("itself", "other_object", "background", "uncertain")
 HEADINGS = ("→ itself %", "→ other object %", "→ background %", "→ uncertain %")
@@ -233,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     names = list(dataset.class_names)
     commit = git_commit()
-    machine = f"{torch.get_num_threads()}-thread torch {torch.__version__} on {cpu_model()} ({platform.machine()})"
+    machine = describe_machine()
     report: list[dict[str, Any]] = []
     for folder, result in zip(folders, results):
         m = result["metrics"]

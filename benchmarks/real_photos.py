@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import platform
 import statistics
 import sys
 import time
@@ -48,7 +47,7 @@ from omegaconf import DictConfig, OmegaConf
 from dscnet.cli.cmd_ablate import row_overrides
 from dscnet.config import apply_overrides, load_config, typed
 from dscnet.engine.experiment import Job, run_jobs
-from dscnet.utils.machine import cpu_model, git_commit
+from dscnet.utils.machine import describe_machine, git_commit
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "msrc-dev"
 ROWS = ("B", "DSCNet", "stage2", "full")
@@ -58,8 +57,6 @@ LABELS = {
     "stage2": "DSCNet + second stage (tags only)",
     "full": "full supervision (true masks)",
 }
-
-
 
 
 def _mean_std(values: list[float]) -> str:
@@ -288,7 +285,7 @@ def _main(argv: list[str] | None) -> int:
                if "coverage" in r["metrics"].get("pseudo", {})]  # fmt: skip
         if cov:
             cols["coverage"] = cov
-    machine = f"{torch.get_num_threads()}-thread torch {torch.__version__} on {cpu_model()} ({platform.machine()})"
+    machine = describe_machine()
     text = (
         f"real photographs: {args.root}, config {args.config}, {len(seeds)} seeds, commit {git_commit()}, {machine}\n\n"
         + format_table(table, args.reference, len(seeds))

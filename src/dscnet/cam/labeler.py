@@ -390,10 +390,15 @@ class PseudoLabeler(nn.Module):
         cam_logits: torch.Tensor | None = None,
         model: nn.Module | None = None,
         size: Sequence[int] | None = None,
+        valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Pseudo labels ``[B, H, W]`` (long; 0 = background, 1..C, ``ignore_index``) at
-        ``size`` (default: the input images' size)."""
-        return self.decide(*self.top_scores(images, tags, cam_logits=cam_logits, model=model, size=size))
+        ``size`` (default: the input images' size). ``valid [B, H, W]`` (bool, False on crop
+        padding): those pixels get ``ignore_index``, never a label."""
+        labels = self.decide(*self.top_scores(images, tags, cam_logits=cam_logits, model=model, size=size))
+        if valid is not None:
+            labels = labels.masked_fill(~valid.to(labels.device, torch.bool), self.ignore_index)
+        return labels
 
 
 def build_par(cfg: DictConfig) -> PAR | None:

@@ -100,13 +100,17 @@ class DSCLObjective(nn.Module):
         )
         self.w_cross = loss.cross.weight
 
+    def switches(self, step: int) -> tuple[bool, bool]:
+        """``(seg_on, contrast_on)`` of a weakly supervised step: L_seg after
+        ``train.cls_warmup_steps``, the streams (when any is enabled) from
+        ``loss.contrast_start_step``."""
+        contrast = self.pgcl is not None or self.sgcl is not None or self.cross is not None
+        return step >= self.cls_warmup_steps, contrast and step >= self.contrast_start_step
+
     def needs_labels(self, step: int) -> bool:
         """Whether the online pseudo labels are used at ``step`` (the model's forward may then
         make them once for the SGCL nodes and this objective)."""
-        if self.supervision == "full":
-            return False
-        contrast = self.pgcl is not None or self.sgcl is not None or self.cross is not None
-        return step >= self.cls_warmup_steps or (contrast and step >= self.contrast_start_step)
+        return self.supervision != "full" and any(self.switches(step))
 
     def contrast_ramp(self, step: int) -> float:
         """Factor of the contrastive weights at ``step``: 0 before ``loss.contrast_start_step``,
@@ -152,10 +156,7 @@ class DSCLObjective(nn.Module):
             terms["seg"] = segmentation_loss(out["seg_logits"].float(), masks)
             return LossOutput(total + terms["seg"], terms, masks)
 
-        seg_on = step >= self.cls_warmup_steps
-        contrast_on = step >= self.contrast_start_step and (
-            self.pgcl is not None or self.sgcl is not None or self.cross is not None
-        )
+        seg_on, contrast_on = self.switches(step)
         if not (seg_on or contrast_on):
             return LossOutput(total, terms, None)
 
@@ -163,9 +164,7 @@ class DSCLObjective(nn.Module):
         # (made by the model's forward already when its SGCL nodes pool them).
         labels = out.get("pseudo_labels")
         if labels is None:
-            labels = self.labeler(images, tags, cam_logits=out["cam_logits"], model=model)
-            if valid is not None:
-                labels = labels.masked_fill(~valid.to(labels.device, torch.bool), self.ignore_index)
+            labels = self.labeler(images, tags, cam_logits=out["cam_logits"], model=model, valid=valid)
         if seg_on:
             terms["seg"] = segmentation_loss(out["seg_logits"].float(), labels, balanced=self.seg_balanced)
             total = total + self.w_seg * terms["seg"]

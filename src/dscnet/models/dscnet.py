@@ -156,9 +156,7 @@ class DSCNetModel(nn.Module):
             keep = valid if self.node_exclude_padding else None
             bg_weights = None
             if self.node_weights == "pseudo" and labeler is not None:
-                labels = labeler(images, tags, cam_logits=cam_logits, model=self)
-                if valid is not None:
-                    labels = labels.masked_fill(~valid.to(labels.device, torch.bool), labeler.ignore_index)
+                labels = labeler(images, tags, cam_logits=cam_logits, model=self, valid=valid)
                 out["pseudo_labels"] = labels
                 shares = label_shares(labels, self.num_classes, tuple(features.shape[-2:]), labeler.ignore_index)
                 fg = shares[:, 1:]

@@ -28,3 +28,10 @@ def git_commit(cwd: str | Path | None = None) -> str:
         return out.stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def describe_machine() -> str:
+    """``N-thread torch X on CPU (arch)``: the line benchmarks print next to their numbers."""
+    import torch
+
+    return f"{torch.get_num_threads()}-thread torch {torch.__version__} on {cpu_model()} ({platform.machine()})"
