@@ -74,3 +74,12 @@ def test_uncertain_pixels_can_be_read_as_background(tiny_voc, tmp_path):
 
     with pytest.raises(ConfigError, match="data.pseudo_uncertain must be one of ignore, background"):
         build_dataset(cfg, "train", train=True)
+
+
+def test_a_second_stage_config_without_its_labels_is_refused(tiny_voc):
+    from dscnet.errors import ConfigError
+
+    cfg = load_config("base", ["data.type=voc", f"data.root={tiny_voc['root']}", "data.pseudo_uncertain=background"])
+    with pytest.raises(ConfigError, match=r"data.pseudo_uncertain=background .* data.pseudo_masks, which is not set"):
+        build_dataset(cfg, "train", train=True)
+    build_dataset(cfg, "val", train=False)  # evaluation reads the true masks either way

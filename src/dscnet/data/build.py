@@ -14,6 +14,7 @@ from dscnet.data.pseudo_masks import MaskFolderDataset
 from dscnet.data.registry import dataset_source
 from dscnet.data.samplers import GroupBatchSampler
 from dscnet.data.transforms import EvalTransform, TrainTransform, collate_same_size
+from dscnet.errors import ConfigError
 from dscnet.utils.seed import worker_init_fn
 
 # Each module registers its data.type(s) with dscnet.data.registry when imported.
@@ -48,6 +49,14 @@ def build_dataset(cfg: DictConfig, split: str, train: bool) -> TransformedDatase
     ``train=True``: training augmentation, and images without tags are dropped (one
     counted warning). ``train=False``: evaluation transform, every image kept.
     """
+    if train and not cfg.data.pseudo_masks and cfg.data.pseudo_uncertain != "ignore":
+        # A second-stage config (real_cpu_stage2) without its labels would train on the
+        # true masks and look like a second stage: refuse.
+        raise ConfigError(
+            f"data.pseudo_uncertain={cfg.data.pseudo_uncertain} is about the labels of "
+            "data.pseudo_masks, which is not set: pass the exported labels with "
+            "data.pseudo_masks=DIR (dscnet pseudo --out DIR)"
+        )
     base = build_base_dataset(cfg, split)
     if train and cfg.data.pseudo_masks:
         # Second stage: the training split's masks are exported pseudo labels.
